@@ -1,0 +1,118 @@
+"""What one render request asks of the model library: kind, prompt, n, seed, steps, guidance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+import PIL.Image
+
+Kind = Literal["generate", "variation", "edit"]
+Stage = Literal["prior", "decoder", "upsampler"]
+KINDS: tuple[str, ...] = get_args(Kind)
+
+
+@dataclass(frozen=True)
+class StageSteps:
+    """Sampling steps for each stage."""
+
+    prior: int = 10
+    decoder: int = 10
+    upsampler: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("prior", "decoder", "upsampler"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} steps must be a positive integer, got {value!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> StageSteps:
+        """Parse "PRIOR,DECODER,UPSAMPLER", for example "10,10,4"."""
+        parts = text.split(",")
+        if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(
+                f"steps must be three positive integers PRIOR,DECODER,UPSAMPLER "
+                f"such as 10,10,4, got {text!r}"
+            )
+        prior, decoder, upsampler = (int(p) for p in parts)
+        return cls(prior=prior, decoder=decoder, upsampler=upsampler)
+
+
+@dataclass(frozen=True)
+class RenderSpec:
+    """One request: n images of one kind from one prompt and seed."""
+
+    kind: Kind
+    prompt: str
+    n: int
+    seed: int
+    steps: StageSteps = field(default_factory=StageSteps)
+    sampler: str = "ddim"
+    prior_guidance: float = 4.0
+    decoder_guidance: float = 8.0
+    image: PIL.Image.Image | None = None
+    mask: PIL.Image.Image | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"n must be a positive integer, got {self.n!r}")
+        if self.kind in ("variation", "edit") and self.image is None:
+            raise ValueError(f"a {self.kind} needs an input image, got image=None")
+        if self.kind != "edit" and self.mask is not None:
+            raise ValueError(f"only an edit takes a mask, got a mask for kind {self.kind!r}")
+        for name in ("prior_guidance", "decoder_guidance"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """One finished sampling step; step counts from 1 to total."""
+
+    stage: str
+    step: int
+    total: int
+
+
+ProgressCallback = Callable[[StepProgress], None]
+
+
+def stage_steps(spec: RenderSpec, stage: Stage) -> int:
+    """The spec's step count for `stage`."""
+    return int(getattr(spec.steps, stage))
+
+
+def sampler_groups(specs: Sequence[RenderSpec], stage: Stage) -> list[tuple[int, str, list[int]]]:
+    """(steps, sampler, indices into specs) for each distinct (steps, sampler) of a stage.
+
+    A stage runs one sampler call per group: normally every spec shares them, so the whole
+    batch goes through one call.
+    """
+    groups: dict[tuple[int, str], list[int]] = {}
+    for index, spec in enumerate(specs):
+        groups.setdefault((stage_steps(spec, stage), spec.sampler), []).append(index)
+    return [(steps, sampler, members) for (steps, sampler), members in groups.items()]
+
+
+class StepCounter:
+    """Turns the sampler's per-call steps into StepProgress over all calls of one stage."""
+
+    def __init__(self, stage: str, total: int, callback: ProgressCallback | None) -> None:
+        self.stage, self.total, self.callback = stage, total, callback
+        self.done = 0
+
+    def sampler_callback(self) -> Callable[[Any], None] | None:
+        """A sampler callback (StepInfo) reporting to the stage callback; None without one."""
+        if self.callback is None:
+            return None
+        callback = self.callback
+
+        def report(_info: Any) -> None:
+            self.done += 1
+            callback(StepProgress(stage=self.stage, step=self.done, total=self.total))
+
+        return report

@@ -1,0 +1,106 @@
+"""`unclip train {clip,prior,decoder,upsampler,all}`: train the shapes family, one stage or all."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+STAGE_CHOICES = ("clip", "prior", "decoder", "upsampler", "all")
+INTERRUPTED = 130  # the shell's code for "stopped by a signal"; rerun with --resume
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("stage", choices=STAGE_CHOICES,
+                        help="stage to train; prior and decoder need a trained clip in --out")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="run folder: each stage trains in OUT/<stage>/ (checkpoint.pt, "
+                             "metrics.jsonl, summary.json)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="training time of the stage, in total over resumed runs; with "
+                             "'all', the whole family's time, split across the stages")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimizer steps of the stage (of each stage with 'all'), in total")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/<stage>/checkpoint.pt when it exists")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="batch size (default per stage: clip 256, prior 256, decoder 32, "
+                             "upsampler 32)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default per stage)")
+    parser.add_argument("--precision", default="bf16", choices=("bf16", "fp32"),
+                        help="autocast dtype of the forward pass (weights stay fp32)")
+    parser.add_argument("--seed", type=int, default=0, help="data and noise seed")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--checkpoint-every", type=float, default=120.0, metavar="SECONDS",
+                        help="seconds between checkpoints (also written at the end and on "
+                             "SIGINT/SIGTERM)")
+    parser.add_argument("--export", type=Path, default=None, metavar="DIR",
+                        help="after training, write the model family to DIR (needs all four "
+                             "stages trained in --out)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    """The first problem with the arguments, as a message naming the bad value, or None."""
+    if args.minutes is None and args.steps is None:
+        return "give a budget: --minutes M and/or --steps N"
+    if args.minutes is not None and not args.minutes > 0:
+        return f"--minutes must be > 0, got {args.minutes}"
+    if args.steps is not None and args.steps < 1:
+        return f"--steps must be >= 1, got {args.steps}"
+    if args.batch_size is not None and args.batch_size < 2:
+        return f"--batch-size must be >= 2, got {args.batch_size}"
+    if args.lr is not None and not args.lr > 0:
+        return f"--lr must be > 0, got {args.lr}"
+    if args.threads is not None and args.threads < 1:
+        return f"--threads must be >= 1, got {args.threads}"
+    if args.checkpoint_every <= 0:
+        return f"--checkpoint-every must be > 0 seconds, got {args.checkpoint_every}"
+    if args.out.exists() and not args.out.is_dir():
+        return f"--out {args.out} exists and is not a folder"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    problem = _check(args)
+    if problem is not None:
+        print(f"unclip train: error: {problem}", file=sys.stderr)
+        return 2
+    import torch
+
+    from worker.training.loop import LoopOptions
+    from worker.training.train_family import stage_options, train_all, train_stage
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("unclip train: error: --device cuda given but no CUDA device is available; "
+              "use --device cpu", file=sys.stderr)
+        return 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    base = LoopOptions(
+        out_dir=args.out, minutes=args.minutes, steps=args.steps, resume=args.resume,
+        device=args.device, precision=args.precision, seed=args.seed,
+        checkpoint_every_s=args.checkpoint_every, progress=not args.no_progress,
+    )
+    try:
+        if args.stage == "all":
+            reports = train_all(args.out, base, batch_size=args.batch_size, lr=args.lr)
+        else:
+            opts = stage_options(base, args.out, args.stage, lr=args.lr)
+            reports = [train_stage(args.stage, args.out, opts, batch_size=args.batch_size)]
+    except (FileNotFoundError, FileExistsError) as exc:  # missing CLIP, or --resume forgotten
+        print(f"unclip train: error: {exc}", file=sys.stderr)
+        return 2
+    for r in reports:
+        print(f"{r.stage}: {r.loop.step} steps, {r.loop.elapsed_s / 60:.1f} min, "
+              f"loss {r.loop.loss:.4f}, {r.metrics}")
+    if any(r.loop.interrupted for r in reports):
+        print("interrupted: checkpoint written; rerun with --resume to continue", file=sys.stderr)
+        return INTERRUPTED
+    if args.export is not None:
+        from worker.training.export import export_family
+
+        path = export_family(args.out, args.export)
+        print(f"family written to {path}")
+    return 0

@@ -1,0 +1,85 @@
+"""Turn a training run (EMA weights of the four stages) into a model family directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from worker.training.checkpoint import checkpoint_path, load_checkpoint
+from worker.training.model_card import write_model_card
+from worker.training.train_clip import load_trained_clip
+from worker.training.train_decoder import load_trained_decoder
+from worker.training.train_family import STAGES, SUMMARY_NAME, stage_dir
+from worker.training.train_prior import load_trained_prior
+from worker.training.train_upsampler import load_trained_upsampler
+from worker.unclip.family import Family, FamilyDefaults, save_family
+
+FAMILY_NAME = "shapes-tiny"
+MAX_FAMILY_MB = 40.0
+
+
+def family_from_run(run_dir: Path, *, name: str = FAMILY_NAME,
+                    defaults: FamilyDefaults | None = None) -> Family:
+    """A Family holding the EMA networks of run_dir/{clip,prior,decoder,upsampler}."""
+    missing = [s for s in STAGES if not (stage_dir(run_dir, s) / "checkpoint.pt").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"cannot export {run_dir}: no checkpoint for {', '.join(missing)}; train them with "
+            f"`unclip train STAGE --out {run_dir}`"
+        )
+    prior, mean, std = load_trained_prior(stage_dir(run_dir, "prior"))
+    return Family(
+        name=name,
+        clip=load_trained_clip(stage_dir(run_dir, "clip")),
+        prior=prior,
+        prior_mean=mean.float(),
+        prior_std=std.float(),
+        decoder=load_trained_decoder(stage_dir(run_dir, "decoder")),
+        upsampler=load_trained_upsampler(stage_dir(run_dir, "upsampler")),
+        defaults=defaults or FamilyDefaults(),
+    )
+
+
+def read_summaries(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per stage: its summary.json (metrics of its last finished run), with steps and wall
+    minutes taken from the checkpoint, which is newer while a stage is still training."""
+    out: dict[str, dict[str, Any]] = {}
+    for stage in STAGES:
+        folder = stage_dir(run_dir, stage)
+        path = folder / SUMMARY_NAME
+        summary = json.loads(path.read_text()) if path.is_file() else {"stage": stage}
+        if checkpoint_path(folder).is_file():
+            state = load_checkpoint(checkpoint_path(folder))
+            if state.step != summary.get("steps"):
+                summary["metrics"] = {}  # they describe an earlier step
+                summary.pop("final_loss_smooth", None)
+            summary.update(steps=state.step, wall_minutes=round(state.elapsed_s / 60, 2))
+        out[stage] = summary
+    return out
+
+
+NOTES_NAME = "card_notes.md"  # results and remarks of a run, appended to its model card
+
+
+def export_family(run_dir: Path, dest: Path, *, dtype: torch.dtype = torch.float16) -> Path:
+    """Write the family (fp16 safetensors by default), training_summary.json and MODEL_CARD.md.
+
+    run_dir/card_notes.md, when present, is appended to the card (results, remarks).
+    """
+    run_dir = Path(run_dir)
+    family = family_from_run(run_dir)
+    root = save_family(family, dest, dtype=dtype)
+    summaries = read_summaries(run_dir)
+    summary = {"run_dir": str(run_dir), "stages": summaries}
+    (root / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    notes_path = run_dir / NOTES_NAME
+    notes = notes_path.read_text() if notes_path.is_file() else ""
+    write_model_card(family, summaries, root, notes=notes)
+    size_mb = sum(p.stat().st_size for p in root.glob("*.safetensors")) / 2**20
+    if size_mb > MAX_FAMILY_MB:
+        raise ValueError(f"family weights in {root} take {size_mb:.1f} MB, over the "
+                         f"{MAX_FAMILY_MB:.0f} MB allowed for a shipped family")
+    return root

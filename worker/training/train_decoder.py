@@ -1,0 +1,126 @@
+"""Stage 3: train the 32 px inpainting decoder on frozen CLIP image embeddings and captions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from worker.training.checkpoint import checkpoint_path, load_checkpoint
+from worker.training.clip_features import ClipFeatures, clip_features
+from worker.training.data import SceneSource, drop_captions, to_model_range
+from worker.training.family_configs import shapes_decoder_config
+from worker.training.loop import LoopOptions, LoopResult, run_training
+from worker.training.masks import random_keep_masks
+from worker.training.train_clip import load_trained_clip
+from worker.unclip.clip_encoder import ClipEncoder
+from worker.unclip.configs import DecoderConfig
+from worker.unclip.diffusion.gaussian_diffusion import diffusion_from_config
+from worker.unclip.nets.decoder_net import DecoderNet
+
+DROP_STREAM = 2  # caption-dropout coin flips of step k: rng (seed, k, 2)
+HELD_SEED = 10_000_019
+
+
+class DecoderTask:
+    """Denoise 32 px renders given CLIP(64 px render), the caption, and a partly known image."""
+
+    stage = "decoder"
+
+    def __init__(self, config: DecoderConfig, clip: ClipEncoder, source: SceneSource) -> None:
+        if clip.config.embed_dim != config.clip_dim:
+            raise ValueError(f"decoder clip_dim {config.clip_dim} != CLIP embed_dim "
+                             f"{clip.config.embed_dim}")
+        self.config = config.to_dict()
+        self.cfg = config
+        self.clip = clip
+        self.source = source
+        self.model = DecoderNet(config)
+        self.diffusion = diffusion_from_config(config.diffusion)
+
+    def features(self, step: int) -> tuple[Tensor, ClipFeatures]:
+        """Target images (B, 3, s, s) in [-1, 1] and CLIP features (captions dropped)."""
+        batch = self.source.batch(step)
+        rng = np.random.default_rng([self.source.seed, step, DROP_STREAM])
+        captions, _ = drop_captions(batch.captions, self.cfg.text_drop, rng)
+        feats = clip_features(self.clip, batch.renders[self.clip.config.image_size], captions)
+        return to_model_range(batch.renders[self.cfg.image_size], feats.image_emb.device), feats
+
+    def loss(self, step: int, noise: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        x0, feats = self.features(step)
+        b, dev = x0.shape[0], x0.device
+        keep_emb = torch.rand(b, generator=noise, device=dev) >= self.cfg.clip_emb_drop
+        keep = random_keep_masks(b, self.cfg.image_size, noise)  # (B, 1, s, s)
+        known = torch.cat([x0 * keep, keep], dim=1)  # (B, 4, s, s)
+        t = torch.randint(0, self.diffusion.num_timesteps, (b,), generator=noise, device=dev)
+        eps = torch.randn(x0.shape, generator=noise, device=dev)
+
+        def model_fn(x_t: Tensor, tt: Tensor) -> Tensor:
+            x_in = torch.cat([x_t, known], dim=1) if self.cfg.in_channels == 7 else x_t
+            return self.model(
+                x_in, tt, image_emb=feats.image_emb, text_emb=feats.text_emb,
+                text_tokens=feats.text_tokens, text_mask=feats.text_mask,
+                keep_image_emb=keep_emb,
+            ).float()
+
+        losses = self.diffusion.training_losses(model_fn, x0, t, noise=eps)
+        return losses.loss.mean(), {"mse": float(losses.mse.detach().mean()),
+                                    "vb": float(losses.vb.detach().mean())}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        return None
+
+
+def load_trained_decoder(stage_dir: Path) -> DecoderNet:
+    """The EMA decoder of a training run."""
+    state = load_checkpoint(checkpoint_path(stage_dir))
+    if state.stage != "decoder":
+        raise ValueError(f"{stage_dir} holds a {state.stage!r} checkpoint, expected 'decoder'")
+    net = DecoderNet(DecoderConfig.from_dict(state.config))
+    net.load_state_dict(state.ema["shadow"])
+    return net.eval()
+
+
+@torch.no_grad()
+def held_mse(task: DecoderTask, net: DecoderNet, *, seed: int = HELD_SEED) -> dict[str, float]:
+    """eps MSE of `net` on a held batch at t = 100, 500, 900 (nothing known, full conditioning)."""
+    source = SceneSource(64, sizes=task.source.sizes, seed=seed)
+    batch = source.batch(0)
+    feats = clip_features(task.clip, batch.renders[task.clip.config.image_size], batch.captions)
+    x0 = to_model_range(batch.renders[task.cfg.image_size], feats.image_emb.device)
+    gen = torch.Generator(device=x0.device).manual_seed(seed)
+    out: dict[str, float] = {}
+    for t_value in (100, 500, 900):
+        t = torch.full((x0.shape[0],), t_value, dtype=torch.long, device=x0.device)
+        eps = torch.randn(x0.shape, generator=gen, device=x0.device)
+        x_t = task.diffusion.q_sample(x0, t, eps)
+        pred = net(x_t, t, image_emb=feats.image_emb, text_emb=feats.text_emb,
+                   text_tokens=feats.text_tokens, text_mask=feats.text_mask)[:, :3]
+        out[f"held_eps_mse_t{t_value}"] = float(((pred.float() - eps) ** 2).mean())
+    return out
+
+
+@dataclass(frozen=True)
+class DecoderStageResult:
+    loop: LoopResult
+    metrics: dict[str, float]
+
+
+def train_decoder(opts: LoopOptions, *, clip_dir: Path, batch_size: int = 32,
+                  config: DecoderConfig | None = None) -> DecoderStageResult:
+    """Train (or resume) the decoder into opts.out_dir on the frozen CLIP of clip_dir."""
+    clip = load_trained_clip(clip_dir, opts.device)
+    cfg = config or shapes_decoder_config()
+    source = SceneSource(batch_size, sizes=(cfg.image_size, clip.config.image_size),
+                         seed=opts.seed)
+    task = DecoderTask(cfg, clip, source)
+    result = run_training(task, opts)
+    net = load_trained_decoder(opts.out_dir).to(clip.device)
+    return DecoderStageResult(result, held_mse(task, net))

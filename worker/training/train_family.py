@@ -1,0 +1,137 @@
+"""Train the shapes family stage by stage into one run folder, then export it as a family."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from worker.training.loop import LoopOptions, LoopResult
+
+STAGES: tuple[str, ...] = ("clip", "prior", "decoder", "upsampler")
+# Shares of a whole-family time budget (`unclip train all --minutes M`).
+TIME_SHARES: dict[str, float] = {"clip": 0.12, "prior": 0.10, "decoder": 0.58, "upsampler": 0.20}
+BATCH_SIZES: dict[str, int] = {"clip": 256, "prior": 256, "decoder": 32, "upsampler": 32}
+LEARNING_RATES: dict[str, float] = {"clip": 1e-3, "prior": 5e-4, "decoder": 6e-4,
+                                    "upsampler": 1e-3}
+# The EMA warms up as (1 + n) / (10 + n), so on short runs it tracks the last ~n/10 steps.
+EMA_DECAYS: dict[str, float] = {"clip": 0.995, "prior": 0.995, "decoder": 0.995,
+                                "upsampler": 0.999}
+WARMUP_STEPS: dict[str, int] = {"clip": 100, "prior": 20, "decoder": 20, "upsampler": 100}
+SUMMARY_NAME = "summary.json"
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """What one stage reached: steps, time, final loss and its own metrics."""
+
+    stage: str
+    loop: LoopResult
+    metrics: dict[str, float]
+
+
+def stage_dir(run_dir: Path, stage: str) -> Path:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; allowed: {', '.join(STAGES)}")
+    return Path(run_dir) / stage
+
+
+def stage_options(base: LoopOptions, run_dir: Path, stage: str, *,
+                  lr: float | None = None) -> LoopOptions:
+    """Per-stage defaults (learning rate, EMA decay) on top of the shared options."""
+    return replace(base, out_dir=stage_dir(run_dir, stage), lr=lr or LEARNING_RATES[stage],
+                   ema_decay=EMA_DECAYS[stage], warmup_steps=WARMUP_STEPS[stage])
+
+
+def _runner(stage: str) -> Callable[..., Any]:
+    # Imported by name so that one stage's trainer never needs the others' modules.
+    if stage == "clip":
+        from worker.training.train_clip import train_clip
+        return train_clip
+    if stage == "prior":
+        from worker.training.train_prior import train_prior
+        return train_prior
+    if stage == "decoder":
+        from worker.training.train_decoder import train_decoder
+        return train_decoder
+    from worker.training.train_upsampler import train_upsampler
+    return train_upsampler
+
+
+def train_stage(stage: str, run_dir: Path, opts: LoopOptions, *,
+                batch_size: int | None = None) -> StageReport:
+    """Train one stage in run_dir/<stage>; prior and decoder read the CLIP in run_dir/clip."""
+    batch = batch_size or BATCH_SIZES[stage]
+    kwargs: dict[str, Any] = {"batch_size": batch}
+    if stage in ("prior", "decoder"):
+        kwargs["clip_dir"] = stage_dir(run_dir, "clip")
+        if not (kwargs["clip_dir"] / "checkpoint.pt").is_file():
+            raise FileNotFoundError(
+                f"the {stage} trains on a frozen CLIP, and {kwargs['clip_dir']} holds none; "
+                f"first run `unclip train clip --out {run_dir} ...`"
+            )
+    result = _runner(stage)(opts, **kwargs)
+    report = StageReport(stage, result.loop, result.metrics)
+    write_summary(report, opts, batch)
+    return report
+
+
+def write_summary(report: StageReport, opts: LoopOptions, batch_size: int) -> None:
+    """run_dir/<stage>/summary.json: the numbers the model card quotes."""
+    loop = report.loop
+    summary = {
+        "stage": report.stage, "steps": loop.step, "wall_minutes": round(loop.elapsed_s / 60, 2),
+        "final_loss_smooth": loop.loss, "interrupted": loop.interrupted,
+        "batch_size": batch_size, "lr": opts.lr, "ema_decay": opts.ema_decay,
+        "precision": opts.precision, "device": opts.device, "seed": opts.seed,
+        "torch_threads": torch.get_num_threads(), "hardware": _hardware(opts.device),
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "metrics": report.metrics,
+    }
+    path = opts.out_dir / SUMMARY_NAME
+    if math.isnan(loop.loss) and path.is_file():  # no step this run: keep the last loss
+        previous = json.loads(path.read_text())
+        if previous.get("steps") == loop.step:
+            summary["final_loss_smooth"] = previous.get("final_loss_smooth")
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _hardware(device: str) -> str:
+    """CPU model and core count (and the GPU's name on cuda), for the model card."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def split_minutes(total: float | None) -> dict[str, float | None]:
+    """Per-stage minutes of a whole-family budget, by TIME_SHARES."""
+    return {s: None if total is None else total * TIME_SHARES[s] for s in STAGES}
+
+
+def train_all(run_dir: Path, base: LoopOptions, *, batch_size: int | None = None,
+              lr: float | None = None) -> list[StageReport]:
+    """Every stage in order; `base.minutes` is the whole budget, `base.steps` per stage."""
+    minutes = split_minutes(base.minutes)
+    reports = []
+    for stage in STAGES:
+        opts = replace(stage_options(base, run_dir, stage, lr=lr), minutes=minutes[stage])
+        report = train_stage(stage, run_dir, opts, batch_size=batch_size)
+        reports.append(report)
+        if report.loop.interrupted:
+            break
+    return reports

@@ -1,0 +1,121 @@
+"""Moderation benchmark: recall / false positives on the labelled prompts, and check latency.
+
+Usage: .venv/bin/python bench/moderation_bench.py [--policy policies/default.yaml]
+       [--prompts tests/fixtures/moderation/prompts.jsonl] [--threads 1] [--repeat 3]
+
+Prints a Markdown report (the "## Moderation" section of docs/benchmarks.md is this output).
+Latency is reported twice: wall clock, and CPU time of the calling thread (with torch limited
+to --threads threads), because on a shared machine wall time also measures the scheduler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from shared.moderation.lexical import LexicalChecker
+from shared.moderation.policy import load_policy
+from shared.moderation.verdict import Verdict
+from worker.moderation.prompt_eval import (
+    LabelledPrompt,
+    SplitMetrics,
+    evaluate,
+    load_labelled,
+    percentile,
+)
+from worker.moderation.semantic import SemanticChecker
+from worker.moderation.text_encoders import MiniLMEncoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timings(fn: Callable[[str], object], prompts: Sequence[str], repeat: int) -> dict[str, float]:
+    """p50 / p99 / max in ms of wall time and of this thread's CPU time."""
+    fn(prompts[0])
+    wall, cpu = [], []
+    for _ in range(repeat):
+        for prompt in prompts:
+            w, c = time.perf_counter(), time.thread_time()
+            fn(prompt)
+            cpu.append((time.thread_time() - c) * 1000)
+            wall.append((time.perf_counter() - w) * 1000)
+    return {
+        "wall_p50": percentile(wall, 50), "wall_p99": percentile(wall, 99),
+        "cpu_p50": percentile(cpu, 50), "cpu_p99": percentile(cpu, 99), "n": len(wall),
+    }  # fmt: skip
+
+
+def metrics_rows(rows: list[LabelledPrompt], checks: dict[str, Callable[[str], list[Verdict]]],
+                 ) -> list[tuple[str, SplitMetrics]]:
+    """Every (checker set, split) pair evaluated."""
+    return [(name, evaluate(rows, check, split)) for name, check in checks.items()
+            for split in ("dev", "test")]
+
+
+def report(args: argparse.Namespace) -> str:
+    """The Markdown report."""
+    torch.set_num_threads(args.threads)
+    policy = load_policy(args.policy)
+    rows = load_labelled(args.prompts)
+    lexical = LexicalChecker(policy)
+    start = time.perf_counter()
+    semantic = SemanticChecker(policy, MiniLMEncoder())
+    build_s = time.perf_counter() - start
+    prompts = [r.prompt for r in rows]
+    lex_v = {p: lexical.check(p) for p in prompts}
+    sem_v = dict(zip(prompts, semantic.check_many(prompts), strict=True))
+    checks: dict[str, Callable[[str], list[Verdict]]] = {
+        "lexical (API)": lambda p: [lex_v[p]],
+        "semantic (worker)": lambda p: [sem_v[p]],
+        "lexical + semantic": lambda p: [lex_v[p], sem_v[p]],
+    }
+    lines = [
+        f"Policy `{args.policy}` version {policy.version}; labelled set `{args.prompts}` "
+        f"({len(rows)} prompts). Machine: {platform.machine()}, {torch.get_num_threads()} "
+        f"torch thread(s), torch {torch.__version__}.",
+        "",
+        "| checks | split | unsafe | caught | recall | benign | flagged | false-positive rate |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    results = metrics_rows(rows, checks)
+    for name, m in results:
+        lines.append(f"| {name} | {m.split} | {m.unsafe} | {m.caught} | {m.recall:.1%} | "
+                     f"{m.benign} | {m.false_positives} | {m.false_positive_rate:.1%} |")
+    combined = [m for name, m in results if name == "lexical + semantic"]
+    for m in combined:
+        lines += ["", f"Missed unsafe prompts ({m.split}): {m.missed or 'none'}",
+                  f"Flagged benign prompts ({m.split}): {m.wrongly_flagged or 'none'}"]
+    lex = timings(lexical.check, prompts, args.repeat)
+    sem = timings(semantic.check, prompts[:: args.semantic_every], 1)
+    lines += [
+        "",
+        "| check | calls | wall p50 ms | wall p99 ms | CPU p50 ms | CPU p99 ms |",
+        "|---|---|---|---|---|---|",
+        *(f"| {name} | {t['n']:.0f} | {t['wall_p50']:.2f} | {t['wall_p99']:.2f} | "
+          f"{t['cpu_p50']:.2f} | {t['cpu_p99']:.2f} |"
+          for name, t in (("lexical", lex), ("semantic (MiniLM)", sem))),
+        "",
+        f"Semantic checker start-up (MiniLM load + exemplar embeddings): {build_s:.1f} s.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", default=str(ROOT / "policies" / "default.yaml"))
+    parser.add_argument("--prompts",
+                        default=str(ROOT / "tests" / "fixtures" / "moderation" / "prompts.jsonl"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--semantic-every", type=int, default=1,
+                        help="time the semantic check on every k-th prompt (one at a time)")
+    print(report(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Content moderation without torch: the policy file, text normalisation and term matching."""

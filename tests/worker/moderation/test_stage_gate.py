@@ -1,0 +1,165 @@
+"""The worker's moderation gate: verdicts recorded; hold/block stops the job; errors hold it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import PIL.Image
+import pytest
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db import jobs as job_store
+from shared.db.claims import Claim, ImageRecord, claim_stage
+from shared.db.models import Job, JobImage, ModerationVerdict
+from shared.db.states import Stage, transition
+from shared.settings import Settings
+from worker.moderation import stage_gate
+from worker.moderation.image_checker import ImageChecker
+from worker.moderation.semantic import SemanticChecker
+from worker.moderation.stage_gate import Checkers, ModerationStopped
+from worker.tasks.progress import JobCancelled
+
+
+class AxisEncoder:
+    """A stand-in text encoder: "violent" on one axis, the red circle on another, exemplars of
+    the other categories on a third."""
+
+    name = "axis"
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        axes = [0 if "violent" in t else 2 if "red circle" in t else 1 for t in texts]
+        return torch.nn.functional.one_hot(torch.tensor(axes), 3).float()
+
+
+class DarkClip:
+    """A stand-in CLIP: dark images sit on the concept's axis."""
+
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        return torch.tensor([[1.0, 0.0] for _ in prompts])
+
+    def encode_image(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
+        return torch.tensor([[1.0, 0.0] if i.getpixel((0, 0)) == (0, 0, 0) else [0.0, 1.0]
+                             for i in images])
+
+
+@pytest.fixture
+def fake_checkers(monkeypatch: pytest.MonkeyPatch, sqlite_settings: Settings) -> Checkers:
+    from shared.moderation.gate import policy_for
+    from shared.moderation.policy import ImageConcept
+
+    policy = policy_for(sqlite_settings.moderation_policy)
+    categories = dict(policy.categories)
+    from dataclasses import replace
+
+    categories["violence"] = replace(categories["violence"], exemplars=("violent",))
+    policy = replace(policy, categories=categories, benign_exemplars=(),
+                     semantic_calibrated_for=("axis",),
+                     image_concepts=(ImageConcept("a black star", "violence", {"fake": 0.9}),))
+    checkers = Checkers(semantic=SemanticChecker(policy, AxisEncoder()),
+                        image=ImageChecker(policy, DarkClip(), "fake"))
+    monkeypatch.setattr(stage_gate, "checkers_for", lambda settings, family: checkers)
+    return checkers
+
+
+def _claimed(sessions: sessionmaker[Session], make_job: Callable[..., str], stage: Stage,
+             **fields: Any) -> tuple[Claim, Job]:
+    job_id = make_job(**fields)
+    with sessions.begin() as session:
+        if stage is not Stage.prior:
+            transition(session, job_id, ["queued"], Stage.prior)  # type: ignore[list-item]
+            session.execute(Job.__table__.update().where(Job.id == job_id)
+                            .values(status=stage.value))
+        claim = claim_stage(session, job_id=job_id, stage=stage, worker_id="w", stale_after_s=60,
+                            max_attempts=3)
+    assert claim is not None
+    with sessions() as session:
+        return claim, session.get_one(Job, job_id)
+
+
+def _state(sessions: sessionmaker[Session], job_id: str) -> tuple[Job, list[ModerationVerdict]]:
+    with sessions() as session:
+        rows = session.execute(select(ModerationVerdict).where(ModerationVerdict.job_id == job_id))
+        return session.get_one(Job, job_id), list(rows.scalars())
+
+
+def test_an_allowed_prompt_records_verdicts_and_goes_on(
+    db_sessions: sessionmaker[Session], make_job: Callable[..., str], sqlite_settings: Settings,
+    fake_checkers: Checkers,
+) -> None:
+    claim, job = _claimed(db_sessions, make_job, Stage.prior, prompt="a red circle")
+    stage_gate.check_prompt_and_input(db_sessions, claim, sqlite_settings, None, job, None)  # type: ignore[arg-type]
+    job, verdicts = _state(db_sessions, job.id)
+    assert job.status == "prior"
+    assert sorted(v.checker for v in verdicts) == ["lexical", "semantic"]
+    assert all(v.decision == "allow" for v in verdicts)
+
+
+def test_a_semantic_hold_stops_the_prior_and_holds_the_job(
+    db_sessions: sessionmaker[Session], make_job: Callable[..., str], sqlite_settings: Settings,
+    fake_checkers: Checkers,
+) -> None:
+    claim, job = _claimed(db_sessions, make_job, Stage.prior, prompt="something violent")
+    with pytest.raises(ModerationStopped) as info:
+        stage_gate.check_prompt_and_input(db_sessions, claim, sqlite_settings, None, job, None)  # type: ignore[arg-type]
+    assert isinstance(info.value, JobCancelled)  # the task skeleton closes the attempt
+    job, verdicts = _state(db_sessions, job.id)
+    assert job.status == "held" and job.status_reason == "moderation_hold:violence"
+    assert {v.checker: v.decision for v in verdicts} == {"lexical": "allow", "semantic": "hold"}
+
+
+def test_a_checker_that_raises_holds_the_job(
+    db_sessions: sessionmaker[Session], make_job: Callable[..., str], sqlite_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(settings: Settings, family: object) -> Checkers:
+        raise RuntimeError("encoder weights missing")
+
+    monkeypatch.setattr(stage_gate, "checkers_for", broken)
+    claim, job = _claimed(db_sessions, make_job, Stage.prior, prompt="a red circle")
+    with pytest.raises(ModerationStopped):
+        stage_gate.check_prompt_and_input(db_sessions, claim, sqlite_settings, None, job, None)  # type: ignore[arg-type]
+    job, verdicts = _state(db_sessions, job.id)
+    assert job.status == "held" and job.status_reason == "moderation_hold:checker_error"
+    [error] = [v for v in verdicts if v.decision == "hold"]
+    assert "encoder weights missing" in str(error.matched_terms)
+
+
+def test_a_failing_output_check_publishes_nothing(
+    db_sessions: sessionmaker[Session], make_job: Callable[..., str], sqlite_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch, fake_checkers: Checkers,
+) -> None:
+    def raising(images: Sequence[PIL.Image.Image], *, stage: str) -> list[Any]:
+        raise RuntimeError("CUDA error: device-side assert")
+
+    monkeypatch.setattr(fake_checkers.image, "check", raising)
+    claim, job = _claimed(db_sessions, make_job, Stage.upsampler, n=2)
+    images = [PIL.Image.new("RGB", (8, 8), (200, 0, 0)) for _ in range(2)]
+    records = [ImageRecord(i, f"jobs/{job.id}/image-{i}.png", 8, 8) for i in range(2)]
+    with pytest.raises(ModerationStopped):
+        stage_gate.check_outputs(db_sessions, claim, sqlite_settings, None, images, records)  # type: ignore[arg-type]
+    job, verdicts = _state(db_sessions, job.id)
+    assert job.status == "held"
+    with db_sessions() as session:
+        assert job_store.images_for_job(session=session, job_id=job.id) == []
+        stored = session.execute(select(JobImage).where(JobImage.job_id == job.id)).scalars()
+        assert sorted(i.index for i in stored) == [0, 1]  # kept, unpublished, for the reviewer
+
+
+def test_a_flagged_output_is_held_and_a_clean_one_is_not(
+    db_sessions: sessionmaker[Session], make_job: Callable[..., str], sqlite_settings: Settings,
+    fake_checkers: Checkers,
+) -> None:
+    claim, job = _claimed(db_sessions, make_job, Stage.upsampler)
+    clean = [PIL.Image.new("RGB", (8, 8), (255, 255, 255))]
+    stage_gate.check_outputs(db_sessions, claim, sqlite_settings, None, clean,  # type: ignore[arg-type]
+                             [ImageRecord(0, "k0", 8, 8)])
+    assert _state(db_sessions, job.id)[0].status == "upsampler"
+    dark = [PIL.Image.new("RGB", (8, 8), (0, 0, 0))]
+    with pytest.raises(ModerationStopped):
+        stage_gate.check_outputs(db_sessions, claim, sqlite_settings, None, dark,  # type: ignore[arg-type]
+                                 [ImageRecord(0, "k0", 8, 8)])
+    job, verdicts = _state(db_sessions, job.id)
+    assert job.status == "held" and [v.decision for v in verdicts] == ["allow", "hold"]

@@ -1,0 +1,1 @@
+"""Moderation checks that need torch: the semantic prompt check and the image checker."""

@@ -1,0 +1,32 @@
+"""`unclip api [--host H] [--port P]`: serve the HTTP API with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"bind address ({DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (default 8000)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn log level",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from shared.settings import get_settings
+
+    if not 0 < args.port < 65536:
+        raise SystemExit(f"--port {args.port} is out of range; use 1-65535")
+    app = create_app(get_settings())
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

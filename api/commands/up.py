@@ -1,0 +1,87 @@
+"""`unclip up [--host H] [--port P]`: migrate, then run the API and an all-queue worker."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+from api.commands.api import DEFAULT_HOST, DEFAULT_PORT
+
+STOP_TIMEOUT_S = 60.0
+POLL_S = 0.5
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"API bind address ({DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="API port (default 8000)")
+
+
+def _unclip(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "shared.cli", *argv]
+
+
+def stop_children(children: list[subprocess.Popen[bytes]]) -> int:
+    """SIGTERM every live child, wait for them, SIGKILL what is left; the worst exit status."""
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    codes = [c.returncode for c in children]
+    # A child stopped by our own SIGTERM is a clean stop.
+    return max((0 if rc in (0, -signal.SIGTERM) else 1) for rc in codes)
+
+
+class _Stop(Exception):
+    """Raised by the signal handler to leave the supervision loop."""
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise SystemExit(f"--port {args.port} is out of range; use 1-65535")
+    migrate = subprocess.run(_unclip("migrate"), check=False)
+    if migrate.returncode != 0:
+        print(f"unclip up: migrations failed (exit {migrate.returncode})", file=sys.stderr)
+        return migrate.returncode
+    children: list[subprocess.Popen[bytes]] = []
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        children.append(subprocess.Popen(_unclip("worker", "--queues", "prior,decoder,upsampler")))
+        children.append(
+            subprocess.Popen(_unclip("api", "--host", args.host, "--port", str(args.port)))
+        )
+        print(
+            f"unclip up: API on http://{args.host}:{args.port}, worker on all queues; "
+            "Ctrl-C stops both",
+            flush=True,
+        )
+        while all(c.poll() is None for c in children):
+            time.sleep(POLL_S)
+        dead = next(c for c in children if c.poll() is not None)
+        print(
+            f"unclip up: {dead.args!r} exited with {dead.returncode}; stopping the rest",
+            file=sys.stderr,
+        )
+        stop_children(children)
+        return 1
+    except _Stop as stop:
+        print(f"unclip up: {stop}, stopping the API and the worker", flush=True)
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        return stop_children(children)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

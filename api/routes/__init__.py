@@ -1,0 +1,1 @@
+"""HTTP routes: jobs, health, and (when present) moderation admin."""

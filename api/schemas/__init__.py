@@ -1,0 +1,28 @@
+"""Request and response schemas of the HTTP API."""
+
+from api.schemas.errors import ErrorBody, ErrorDetail
+from api.schemas.jobs import (
+    ImagePublic,
+    JobCreate,
+    JobError,
+    JobPublic,
+    JobsPublic,
+    StepsIn,
+    StepsPublic,
+    image_url,
+    job_public,
+)
+
+__all__ = [
+    "ErrorBody",
+    "ErrorDetail",
+    "ImagePublic",
+    "JobCreate",
+    "JobError",
+    "JobPublic",
+    "JobsPublic",
+    "StepsIn",
+    "StepsPublic",
+    "image_url",
+    "job_public",
+]

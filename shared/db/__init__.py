@@ -1,0 +1,1 @@
+"""Database: engine, typed models, job states, data access and migrations."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of the unclip-farm database (run through shared.db.migrate)."""

@@ -1,0 +1,36 @@
+"""Alembic environment: runs the packaged migrations online against the configured URL."""
+
+from __future__ import annotations
+
+from alembic import context
+
+import shared.db.models  # noqa: F401  (registers every table on Base.metadata)
+from shared.db.base import Base
+from shared.db.engine import engine_for_url
+
+target_metadata = Base.metadata
+
+
+def run_online() -> None:
+    """Run migrations in one transaction per connection; SQLite alters tables in batch mode."""
+    url = context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("alembic config has no sqlalchemy.url; use shared.db.migrate")
+    engine = engine_for_url(url)
+    try:
+        with engine.connect() as connection:
+            context.configure(
+                connection=connection,
+                target_metadata=target_metadata,
+                render_as_batch=connection.dialect.name == "sqlite",
+                compare_type=True,
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    raise RuntimeError("offline (--sql) migrations are not supported; run `unclip migrate`")
+run_online()

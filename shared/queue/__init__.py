@@ -1,0 +1,1 @@
+"""The broker side shared by API and workers: Celery configuration and stage dispatch."""

@@ -1,0 +1,95 @@
+"""make_celery(settings): a Celery app configured for long GPU stage tasks (no tasks defined here).
+
+Why each setting: the job-queue-reliability reference (late acks, prefetch 1,
+visibility timeout above the hard limit). Job state lives in SQL,
+so there is no result backend; delivery is at least once and the tasks are idempotent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Queue
+
+from shared.db.states import STAGE_ORDER
+from shared.settings import Settings
+
+# Redis: sweep unacked messages of dead workers every ~5 s instead of ~100 s.
+UNACKED_RESTORE_INTERVAL_S = 5
+SOCKET_CONNECT_TIMEOUT_S = 3
+SOFT_SHUTDOWN_TIMEOUT_S = 45.0
+# Publishing gives up fast, so the API answers 503 instead of hanging on a dead broker.
+PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0.0,
+    "interval_step": 0.5,
+    "interval_max": 1.0,
+}
+
+
+def task_name(stage: str) -> str:
+    """The registered name of a stage's task: render.prior, render.decoder, render.upsampler."""
+    return f"render.{stage}"
+
+
+def _queue(name: str) -> Queue:
+    return Queue(name, routing_key=name)  # type: ignore[no-untyped-call]
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.broker_url.startswith("filesystem://"):
+        folders = {
+            "data_folder_in": settings.broker_dir / "queue",
+            "data_folder_out": settings.broker_dir / "queue",
+            "control_folder": settings.broker_dir / "control",
+            "processed_folder": settings.broker_dir / "processed",
+        }
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        return {**{k: str(v) for k, v in folders.items()}, "store_processed": False}
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        return {
+            "visibility_timeout": settings.visibility_timeout_s,
+            "unacked_restore_interval": UNACKED_RESTORE_INTERVAL_S,
+            "unacked_restore_throttle": 1,
+            "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT_S,
+        }
+    return {}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration mapping for `settings`."""
+    serverless = settings.broker_url.startswith(("filesystem://", "memory://"))
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": _transport_options(settings),
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": SOCKET_CONNECT_TIMEOUT_S,
+        "task_queues": [_queue(stage.value) for stage in STAGE_ORDER],
+        "task_default_queue": STAGE_ORDER[0].value,
+        "task_routes": {task_name(s.value): {"queue": s.value} for s in STAGE_ORDER},
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_soft_shutdown_timeout": SOFT_SHUTDOWN_TIMEOUT_S,
+        # The filesystem transport polls; remote control over it only adds polling load.
+        "worker_enable_remote_control": not serverless,
+        "worker_hijack_root_logger": False,
+    }
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for `settings` with the three stage queues and reliability settings."""
+    app = Celery("unclip", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app

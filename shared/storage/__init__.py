@@ -1,0 +1,1 @@
+"""Object storage behind one interface: local directory or S3-compatible."""

@@ -1,0 +1,77 @@
+"""Upload sniffing: formats by their bytes, pixel limits, and Pillow's bomb warning as an error."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from api.uploads import check_mask, decode_base64, sniff_image
+from shared.errors import InvalidInput, PayloadTooLarge, UnprocessableInput, UnsupportedMedia
+from shared.settings import Limits
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_allowed_formats_are_recognised_by_content(fmt: str) -> None:
+    upload = sniff_image(_encode(Image.new("RGB", (20, 20)), fmt), param="image", limits=Limits())
+    assert upload.format == fmt and (upload.width, upload.height) == (20, 20)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF"])
+def test_other_formats_are_refused(fmt: str) -> None:
+    with pytest.raises(UnsupportedMedia, match="PNG, JPEG, WEBP"):
+        sniff_image(_encode(Image.new("RGB", (20, 20)), fmt), param="image", limits=Limits())
+
+
+def test_pillow_bomb_warning_becomes_an_error_even_above_our_limit() -> None:
+    limits = Limits(max_image_pixels=10**9)  # our own check would let it through
+    pixels = Image.MAX_IMAGE_PIXELS or 89_478_485
+    side = int((pixels * 1.2) ** 0.5)
+    data = _encode(Image.new("1", (side, side)), "PNG")
+    with pytest.raises(PayloadTooLarge, match="too many pixels"):
+        sniff_image(data, param="image", limits=limits)
+
+
+def test_pixel_limit_names_the_size() -> None:
+    data = _encode(Image.new("L", (300, 300)), "PNG")
+    with pytest.raises(PayloadTooLarge, match="300x300 = 90000 pixels; at most 10000"):
+        sniff_image(data, param="mask", limits=Limits(max_image_pixels=10_000))
+
+
+def test_base64_data_url_and_garbage() -> None:
+    raw = _encode(Image.new("RGB", (8, 8)), "PNG")
+    import base64
+
+    text = "data:image/png;base64," + base64.b64encode(raw).decode()
+    assert decode_base64(text, param="image", limits=Limits()) == raw
+    with pytest.raises(InvalidInput, match="base64"):
+        decode_base64("not base64!!", param="image", limits=Limits())
+    with pytest.raises(PayloadTooLarge):
+        decode_base64(
+            base64.b64encode(b"x" * 2000).decode(),
+            param="image",
+            limits=Limits(max_upload_bytes=1000),
+        )
+
+
+def test_mask_mode_must_carry_the_edit_area() -> None:
+    limits = Limits()
+    image = sniff_image(_encode(Image.new("RGB", (16, 16)), "PNG"), param="image", limits=limits)
+    cmyk = sniff_image(_encode(Image.new("CMYK", (16, 16)), "JPEG"), param="mask", limits=limits)
+    with pytest.raises(UnprocessableInput, match="mode CMYK"):
+        check_mask(image, cmyk)
+    grey = sniff_image(_encode(Image.new("L", (16, 16)), "PNG"), param="mask", limits=limits)
+    check_mask(image, grey)
+    alpha = sniff_image(_encode(Image.new("RGBA", (16, 16)), "PNG"), param="mask", limits=limits)
+    check_mask(image, alpha)
+    palette = Image.new("P", (16, 16))
+    palette.info["transparency"] = 0
+    keyed = sniff_image(_encode(palette, "PNG"), param="image", limits=limits)
+    check_mask(keyed, None)  # its transparent colour is the mask

@@ -1,0 +1,60 @@
+"""`unclip worker --queues prior,decoder,upsampler [--concurrency 1]`: a Celery worker."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+
+STAGE_QUEUES = ("prior", "decoder", "upsampler")
+
+
+def parse_queues(text: str) -> list[str]:
+    """Split and check a comma-separated queue list."""
+    queues = [q.strip() for q in text.split(",") if q.strip()]
+    unknown = [q for q in queues if q not in STAGE_QUEUES]
+    if not queues or unknown:
+        raise argparse.ArgumentTypeError(
+            f"queues {text!r} must be a comma-separated subset of {','.join(STAGE_QUEUES)}"
+        )
+    return list(dict.fromkeys(queues))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--queues",
+        type=parse_queues,
+        default=list(STAGE_QUEUES),
+        help="comma-separated stage queues to serve (default: all of prior,decoder,upsampler)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="worker processes (1 per GPU; default 1)"
+    )
+    parser.add_argument("--name", default=None, help="worker node name (default: queues@host)")
+    parser.add_argument(
+        "--pool", default="prefork", choices=["prefork", "solo", "threads"], help="Celery pool"
+    )
+    parser.add_argument("--loglevel", default="INFO", help="Celery log level (default INFO)")
+
+
+def celery_argv(args: argparse.Namespace) -> list[str]:
+    """The `celery worker` argument list these options stand for."""
+    if args.concurrency < 1:
+        raise SystemExit(f"--concurrency {args.concurrency} must be 1 or more")
+    name = args.name or f"{'-'.join(args.queues)}@{socket.gethostname()}"
+    return [
+        "worker",
+        f"--queues={','.join(args.queues)}",
+        f"--concurrency={args.concurrency}",
+        f"--pool={args.pool}",
+        f"--loglevel={args.loglevel}",
+        f"--hostname={name}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    from worker.tasks.app import get_app
+
+    get_app().worker_main(celery_argv(args))
+    return 0

@@ -1,0 +1,1 @@
+"""Celery stage tasks: claim a job, run one stage of the model library, store, advance."""

@@ -1,0 +1,89 @@
+"""Per-step progress of a running stage: written at a bounded rate, cancel checked every step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db.claims import Claim, job_status, record_progress
+from shared.db.states import STAGE_ORDER, JobStatus
+from worker.unclip.render_spec import StepProgress
+
+
+class JobCancelled(Exception):
+    """The job was cancelled while this stage ran; raised from the sampler's callback."""
+
+
+class ClaimLost(Exception):
+    """The job is no longer this attempt's (another worker re-claimed it, or it moved on)."""
+
+
+def overall_progress(stage: str, step: int, total: int) -> float:
+    """Progress over the whole job, each stage weighing a third: 0 at the start, 1 at the end."""
+    index = [s.value for s in STAGE_ORDER].index(stage)
+    fraction = min(max(step / total, 0.0), 1.0) if total > 0 else 0.0
+    return (index + fraction) / len(STAGE_ORDER)
+
+
+class ProgressWriter:
+    """The ProgressCallback a stage passes to the model library.
+
+    Every step it reads the job's status, so a cancelled job stops within one step. At most
+    once per `interval_s` (and on the last step) it also writes step, total, overall progress
+    and the heartbeat, conditional on the claim; losing the claim stops the stage as well.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        claim: Claim,
+        *,
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessions = sessions
+        self._claim = claim
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last_write: float | None = None
+        self.writes = 0
+        self.steps = 0
+
+    def __call__(self, progress: StepProgress) -> None:
+        self.steps += 1
+        now = self._clock()
+        due = self._last_write is None or now - self._last_write >= self._interval_s
+        if due or progress.step >= progress.total:
+            self._write(progress)
+            self._last_write = now
+        else:
+            self._check()
+
+    def _write(self, progress: StepProgress) -> None:
+        # The library may report sub-stages by their own names; the claim's stage is the truth.
+        stage = self._claim.stage
+        value = overall_progress(stage, progress.step, progress.total)
+        with self._sessions.begin() as session:
+            ok = record_progress(
+                session, self._claim, step=progress.step, total=progress.total, progress=value
+            )
+            status = None if ok else job_status(session, self._claim.job_id)
+        self.writes += 1
+        if not ok:
+            self._raise_for(status)
+
+    def _check(self) -> None:
+        with self._sessions() as session:
+            status = job_status(session, self._claim.job_id)
+        if status == JobStatus.cancelled:
+            self._raise_for(status)
+
+    def _raise_for(self, status: str | None) -> None:
+        if status == JobStatus.cancelled:
+            raise JobCancelled(f"job {self._claim.job_id} was cancelled")
+        raise ClaimLost(
+            f"job {self._claim.job_id} attempt {self._claim.attempt} no longer holds stage "
+            f"{self._claim.stage} (job status now {status!r})"
+        )

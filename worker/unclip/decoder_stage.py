@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -17,7 +18,7 @@ from worker.unclip.render_spec import (
     RenderSpec,
     Stage,
     StepCounter,
-    sampler_groups,
+    run_grouped,
 )
 from worker.unclip.seeds import make_generator, row_stable
 
@@ -45,35 +46,10 @@ def run_decoder(
         want = (spec.n, family.prior_config.clip_dim)
         if tuple(emb.shape) != want:
             raise ValueError(f"image embedding shape {tuple(emb.shape)} must be {want}")
-    out: list[Tensor] = [torch.empty(0)] * len(specs)
-    groups = sampler_groups(specs, STAGE)
-    counter = StepCounter(STAGE, sum(steps for steps, _, _ in groups), callback)
     # Guided batches are [cond; uncond] pairs, so convolving in pairs up to 64 x 64 maps
     # pads nothing and saves one call per image (measured ~5% of the stage on the CPU).
     with row_stable(family.networks().values(), small_map=PAIRED_MAP):
-        _run_groups(family, specs, image_embs, groups, counter, out)
-    return out
-
-
-def _run_groups(
-    family: Family,
-    specs: Sequence[RenderSpec],
-    image_embs: Sequence[Tensor],
-    groups: list[tuple[int, str, list[int]]],
-    counter: StepCounter,
-    out: list[Tensor],
-) -> None:
-    for steps, sampler, members in groups:
-        images = _sample_group(
-            family,
-            [specs[m] for m in members],
-            [image_embs[m] for m in members],
-            steps,
-            sampler,
-            counter,
-        )
-        for m, image in zip(members, images, strict=True):
-            out[m] = image
+        return run_grouped(specs, image_embs, STAGE, callback, partial(_sample_group, family))
 
 
 def known_pixels(spec: RenderSpec, size: int, mask_size: int) -> tuple[Tensor, Tensor]:

@@ -23,7 +23,7 @@ from worker.unclip.render_spec import (
     RenderSpec,
     Stage,
     StepCounter,
-    sampler_groups,
+    run_grouped,
 )
 from worker.unclip.seeds import make_generator, row_stable
 
@@ -54,14 +54,17 @@ def _run_prior(
             emb = family.clip.encode_image([spec.image]).to("cpu", torch.float32)
             out[i] = emb.expand(spec.n, -1).clone()
     prompted = [i for i, spec in enumerate(specs) if spec.kind != "variation"]
-    groups = sampler_groups([specs[i] for i in prompted], STAGE)
-    counter = StepCounter(STAGE, sum(steps for steps, _, _ in groups), callback)
-    for steps, sampler, members in groups:
-        chosen = _sample_group(
-            family, [specs[prompted[m]] for m in members], steps, sampler, counter
-        )
-        for m, emb in zip(members, chosen, strict=True):
-            out[prompted[m]] = emb
+    chosen = run_grouped(
+        [specs[i] for i in prompted],
+        [None] * len(prompted),
+        STAGE,
+        callback,
+        lambda group, _, steps, sampler, counter: _sample_group(
+            family, group, steps, sampler, counter
+        ),
+    )
+    for i, emb in zip(prompted, chosen, strict=True):
+        out[i] = emb
     return [emb for emb in out if emb is not None]
 
 

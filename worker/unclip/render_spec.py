@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import PIL.Image
+
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 Kind = Literal["generate", "variation", "edit"]
 Stage = Literal["prior", "decoder", "upsampler"]
@@ -96,6 +99,28 @@ def sampler_groups(specs: Sequence[RenderSpec], stage: Stage) -> list[tuple[int,
     for index, spec in enumerate(specs):
         groups.setdefault((stage_steps(spec, stage), spec.sampler), []).append(index)
     return [(steps, sampler, members) for (steps, sampler), members in groups.items()]
+
+
+def run_grouped(
+    specs: Sequence[RenderSpec],
+    inputs: Sequence[In],
+    stage: Stage,
+    callback: ProgressCallback | None,
+    sample_group: Callable[[list[RenderSpec], list[In], int, str, StepCounter], list[Out]],
+) -> list[Out]:
+    """Call `sample_group` once per (steps, sampler) group; results come back in spec order.
+
+    Progress counts over all the groups of the stage, so a caller sees one bar per stage.
+    """
+    groups = sampler_groups(specs, stage)
+    counter = StepCounter(stage, sum(steps for steps, _, _ in groups), callback)
+    out: dict[int, Out] = {}
+    for steps, sampler, members in groups:
+        results = sample_group(
+            [specs[m] for m in members], [inputs[m] for m in members], steps, sampler, counter
+        )
+        out.update(zip(members, results, strict=True))
+    return [out[i] for i in range(len(specs))]
 
 
 class StepCounter:

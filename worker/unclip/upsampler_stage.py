@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -16,7 +17,7 @@ from worker.unclip.render_spec import (
     RenderSpec,
     Stage,
     StepCounter,
-    sampler_groups,
+    run_grouped,
 )
 from worker.unclip.seeds import make_generator, row_stable
 
@@ -43,33 +44,8 @@ def run_upsampler(
     for spec, images in zip(specs, low_res, strict=True):
         if tuple(images.shape) != (spec.n, 3, s, s):
             raise ValueError(f"low-res shape {tuple(images.shape)} must be {(spec.n, 3, s, s)}")
-    out: list[Tensor] = [torch.empty(0)] * len(specs)
-    groups = sampler_groups(specs, STAGE)
-    counter = StepCounter(STAGE, sum(steps for steps, _, _ in groups), callback)
     with row_stable(family.networks().values()):
-        _run_groups(family, specs, low_res, groups, counter, out)
-    return out
-
-
-def _run_groups(
-    family: Family,
-    specs: Sequence[RenderSpec],
-    low_res: Sequence[Tensor],
-    groups: list[tuple[int, str, list[int]]],
-    counter: StepCounter,
-    out: list[Tensor],
-) -> None:
-    for steps, sampler, members in groups:
-        images = _sample_group(
-            family,
-            [specs[m] for m in members],
-            [low_res[m] for m in members],
-            steps,
-            sampler,
-            counter,
-        )
-        for m, image in zip(members, images, strict=True):
-            out[m] = image
+        return run_grouped(specs, low_res, STAGE, callback, partial(_sample_group, family))
 
 
 def final_known_pixels(spec: RenderSpec, size: int) -> tuple[Tensor, Tensor]:

@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export", type=Path, default=None, metavar="DIR",
                         help="after training, write the model family to DIR (needs all four "
                              "stages trained in --out)")
+    parser.add_argument("--init", type=Path, default=None, metavar="FAMILY",
+                        help="warm start: begin each stage from the weights of this model "
+                             "family (same configs); ignored when --resume finds a checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -57,6 +60,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"--threads must be >= 1, got {args.threads}"
     if args.checkpoint_every <= 0:
         return f"--checkpoint-every must be > 0 seconds, got {args.checkpoint_every}"
+    if args.init is not None and not (args.init / "family.json").is_file():
+        return f"--init {args.init} is not a model family folder (no family.json)"
     if args.out.exists() and not args.out.is_dir():
         return f"--out {args.out} exists and is not a folder"
     return None
@@ -82,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out, minutes=args.minutes, steps=args.steps, resume=args.resume,
         device=args.device, precision=args.precision, seed=args.seed,
         checkpoint_every_s=args.checkpoint_every, progress=not args.no_progress,
+        init_from=args.init,
     )
     try:
         if args.stage == "all":

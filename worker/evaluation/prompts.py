@@ -80,8 +80,8 @@ def _draw(rng: np.random.Generator, group: Group, split: SplitName, i: int) -> C
     return _two(rng, _seen_two(rng) if split == "seen" else _heldout_two(rng, i))
 
 
-def _facts(group: Group, split: SplitName) -> list[CaptionFacts]:
-    rng = np.random.default_rng([PROMPT_SEED, list(COUNTS).index((group, split))])
+def _facts(group: Group, split: SplitName, seed: int) -> list[CaptionFacts]:
+    rng = np.random.default_rng([seed, list(COUNTS).index((group, split))])
     chosen: list[CaptionFacts] = []
     i = 0
     while len(chosen) < COUNTS[(group, split)]:
@@ -92,11 +92,17 @@ def _facts(group: Group, split: SplitName) -> list[CaptionFacts]:
     return chosen
 
 
-def prompt_set(limit: int | None = None) -> list[EvalPrompt]:
-    """The fixed prompts, interleaved across groups so that any prefix samples all of them."""
+def prompt_set(limit: int | None = None, *, seed: int = PROMPT_SEED) -> list[EvalPrompt]:
+    """The fixed prompts, interleaved across groups so that any prefix samples all of them.
+
+    Another `seed` gives another set of the same make-up (for tuning sampler settings on
+    prompts that ShapeEval does not score).
+    """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of prompts, got {limit}")
-    streams = [[(group, split, facts) for facts in _facts(group, split)] for group, split in COUNTS]
+    streams = [
+        [(group, split, facts) for facts in _facts(group, split, seed)] for group, split in COUNTS
+    ]
     flat = [item for row in zip_longest(*streams) for item in row if item is not None]
     prompts = [
         EvalPrompt(i, write_caption(facts), facts, group, split)

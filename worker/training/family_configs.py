@@ -19,12 +19,17 @@ FINAL_SIZE = 64
 
 
 def shapes_clip_config() -> ClipConfig:
-    """ViT on 64 px in 8 px patches and a 4-layer text tower; open_clip's 49408-token vocab."""
+    """open_clip's ModifiedResNet (CLIP's RN50 design: conv stem, one bottleneck per stage,
+    attention pooling) at width 24 on 64 px, and a 4-layer text tower; 49408-token vocab.
+
+    Convolutions rather than a ViT: on this CPU budget a 4-layer ViT on 8 px patches did not
+    learn where an object is (a position probe stayed at chance, 11%, after 120 steps) while
+    the ResNet reached 67% on the same probe in 80 steps.
+    """
     open_clip_config = {
         "embed_dim": EMBED_DIM,
         "vision_cfg": {
-            "image_size": FINAL_SIZE, "layers": 4, "width": 128, "patch_size": 8,
-            "head_width": 32,
+            "image_size": FINAL_SIZE, "layers": [1, 1, 1, 1], "width": 24, "head_width": 32,
         },
         "text_cfg": {
             "context_length": CONTEXT_LENGTH, "vocab_size": 49408, "width": TEXT_WIDTH,

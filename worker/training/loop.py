@@ -40,6 +40,8 @@ class StageTask(Protocol):
 
     def loss(self, step: int, noise: torch.Generator) -> tuple[Tensor, dict[str, float]]: ...
 
+    def warm_start(self, family_dir: Path) -> None: ...
+
     def extra_state(self) -> dict[str, Any]: ...
 
     def load_extra_state(self, extra: dict[str, Any]) -> None: ...
@@ -64,6 +66,7 @@ class LoopOptions:
     checkpoint_every_s: float = 120.0
     log_every: int = 10
     progress: bool = True
+    init_from: Path | None = None  # a model family to warm-start from (ignored on resume)
 
     def __post_init__(self) -> None:
         if self.minutes is None and self.steps is None:
@@ -129,13 +132,15 @@ class _Run:
     def __init__(self, task: StageTask, opts: LoopOptions) -> None:
         self.task, self.opts = task, opts
         self.device = torch.device(opts.device)
+        self.path = checkpoint_path(opts.out_dir)
+        if opts.init_from is not None and not self.path.exists():
+            task.warm_start(opts.init_from)  # before the EMA copies the weights
         task.model.to(self.device).train()
         params = [p for p in task.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
         self.ema = EMA(task.model, opts.ema_decay)
         self.noise = torch.Generator(device=self.device).manual_seed(opts.seed)
         self.step, self.elapsed = 0, 0.0
-        self.path = checkpoint_path(opts.out_dir)
 
     def maybe_resume(self) -> None:
         if not self.path.exists():

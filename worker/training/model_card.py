@@ -10,7 +10,12 @@ from torch import nn
 
 from worker.unclip.family import Family
 
-HARDWARE = "2-core AMD EPYC CPU shared with other work (8 engineers' tests), no GPU"
+
+def _hardware(summaries: dict[str, Any]) -> str:
+    """The machines the stages report (summary.json "hardware", "device")."""
+    seen = sorted({f"{s.get('hardware', '?')} ({s.get('device', 'cpu')})"
+                   for s in summaries.values() if "hardware" in s})
+    return "; ".join(seen) or "not recorded"
 
 
 def _params(module: nn.Module) -> str:
@@ -32,14 +37,24 @@ def _stage_rows(family: Family, summaries: dict[str, Any]) -> list[str]:
 
 def reproduce_commands(summaries: dict[str, Any], run_dir: str = "runs/shapes",
                        dest: str = "models/shapes") -> list[str]:
-    """The commands that retrain the same number of steps of every stage, then export."""
-    def steps(stage: str) -> object:
-        return summaries.get(stage, {}).get("steps", "N")
+    """The commands that retrain the same number of steps of every stage, then export.
 
-    lines = [f"unclip train {stage} --out {run_dir} --steps {steps(stage)} --threads 1"
-             for stage in ("clip", "upsampler", "prior", "decoder")]
-    lines.append(f"unclip train decoder --out {run_dir} --steps {steps('decoder')} --resume "
-                 f"--export {dest}")
+    Batch size and learning rate are spelled out, and `--init` names the family a stage was
+    warm-started from.
+    """
+    lines = []
+    for stage in ("clip", "upsampler", "prior", "decoder"):
+        s = summaries.get(stage, {})
+        line = f"unclip train {stage} --out {run_dir} --steps {s.get('steps', 'N')} --threads 1"
+        if "batch_size" in s:
+            line += f" --batch-size {s['batch_size']}"
+        if "lr" in s:
+            line += f" --lr {s['lr']:g}"
+        if s.get("init_from"):
+            line += f" --init {s['init_from']}"
+        lines.append(line)
+    steps = summaries.get("decoder", {}).get("steps", "N")
+    lines.append(f"unclip train decoder --out {run_dir} --steps {steps} --resume --export {dest}")
     return lines
 
 
@@ -57,7 +72,8 @@ def render_model_card(family: Family, summaries: dict[str, Any], *,
         "flat shapes on a flat background with varied captions; held-out colour-shape pairs "
         "and two-object combinations are never shown in training (`worker/shapes/splits.py`). "
         "Final images are 64 px: the decoder paints 32 px, the upsampler doubles it.", "",
-        "## Training", "", f"Hardware: {HARDWARE}. Weights: EMA, exported as fp16 safetensors.",
+        "## Training", "",
+        f"Hardware: {_hardware(summaries)}. Weights: EMA, exported as fp16 safetensors.",
         "", *_stage_rows(family, summaries), "",
         "## Configs", "", "```json", json.dumps(configs, indent=1), "```", "",
         "## Reproduce", "", "Data and noise of step k are seeded by (seed, k) and a resumed run "

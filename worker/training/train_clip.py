@@ -12,38 +12,61 @@ import torch
 from torch import Tensor
 
 from worker.training.checkpoint import checkpoint_path, load_checkpoint
+from worker.training.clip_probes import ClipWithProbes, clip_state, scene_targets
 from worker.training.data import SceneSource, clip_pixels
 from worker.training.family_configs import shapes_clip_config
 from worker.training.loop import LoopOptions, LoopResult, run_training
+from worker.training.warm_start import load_weights
 from worker.unclip.clip_encoder import ClipEncoder
 from worker.unclip.configs import ClipConfig
 
 HELD_SEED = 10_000_019  # the held-out evaluation batch comes from its own seed
 
 
+PROBE_WEIGHT = 1.0  # weight of the scene-probe loss next to the contrastive loss
+
+
 class ClipTask:
     """CLIP on fresh scenes: many captions describe one scene and many scenes share a caption;
-    large batches make the in-batch contrastive task informative all the same."""
+    large batches make the in-batch contrastive task informative all the same.
+
+    The loss is open_clip's contrastive loss plus `probe_weight` times the scene-probe loss
+    (worker/training/clip_probes.py); probe_weight=0 trains with the contrastive loss alone.
+    """
 
     stage = "clip"
 
-    def __init__(self, config: ClipConfig, source: SceneSource) -> None:
+    def __init__(self, config: ClipConfig, source: SceneSource, *,
+                 probe_weight: float = PROBE_WEIGHT) -> None:
+        if probe_weight < 0:
+            raise ValueError(f"probe_weight must be >= 0, got {probe_weight!r}")
         self.config = config.to_dict()
         self.encoder = ClipEncoder.build(config)
-        self.model = self.encoder.model
+        self.model = ClipWithProbes(self.encoder.model, config.embed_dim)
         self.source = source
+        self.probe_weight = probe_weight
         self.loss_fn = open_clip.ClipLoss()
 
     def loss(self, step: int, noise: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         batch = self.source.batch(step)
         pixels = clip_pixels(self.encoder, batch.images)
         tokens, _ = self.encoder.tokenize(batch.captions)
-        image_f, text_f, scale = self.model(pixels, tokens)
-        loss = self.loss_fn(image_f.float(), text_f.float(), scale.float())
-        return loss, {"logit_scale": float(scale.item())}
+        image_f, text_f, scale = self.encoder.model(pixels, tokens)
+        contrastive = self.loss_fn(image_f.float(), text_f.float(), scale.float())
+        metrics = {"logit_scale": float(scale.item()), "contrastive": float(contrastive.detach())}
+        if self.probe_weight == 0:
+            return contrastive, metrics
+        probe, probe_metrics = self.model.probes.loss(
+            image_f, scene_targets(batch.scenes, image_f.device))
+        metrics.update(probe=float(probe.detach()), **probe_metrics)
+        return contrastive + self.probe_weight * probe, metrics
+
+    def warm_start(self, family_dir: Path) -> None:
+        """Start from the CLIP weights of a model family (the probes start fresh)."""
+        load_weights(self.encoder.model, Path(family_dir) / "clip.safetensors")
 
     def extra_state(self) -> dict[str, Any]:
-        return {}
+        return {"probe_weight": self.probe_weight}
 
     def load_extra_state(self, extra: dict[str, Any]) -> None:
         return None
@@ -75,7 +98,7 @@ def load_trained_clip(stage_dir: Path, device: torch.device | str = "cpu") -> Cl
     if state.stage != "clip":
         raise ValueError(f"{stage_dir} holds a {state.stage!r} checkpoint, expected 'clip'")
     encoder = ClipEncoder.build(ClipConfig.from_dict(state.config))
-    encoder.model.load_state_dict(state.ema["shadow"])
+    encoder.model.load_state_dict(clip_state(state.ema["shadow"]))
     encoder.requires_grad_(False)
     return encoder.to(torch.device(device)).eval()
 
@@ -86,10 +109,11 @@ class ClipStageResult:
     metrics: dict[str, float]
 
 
-def train_clip(opts: LoopOptions, *, batch_size: int = 256,
-               config: ClipConfig | None = None) -> ClipStageResult:
+def train_clip(opts: LoopOptions, *, batch_size: int = 256, config: ClipConfig | None = None,
+               probe_weight: float = PROBE_WEIGHT) -> ClipStageResult:
     """Train (or resume) CLIP into opts.out_dir; report held-batch retrieval of the EMA model."""
-    task = ClipTask(config or shapes_clip_config(), SceneSource(batch_size, seed=opts.seed))
+    task = ClipTask(config or shapes_clip_config(), SceneSource(batch_size, seed=opts.seed),
+                    probe_weight=probe_weight)
     result = run_training(task, opts)
     encoder = load_trained_clip(opts.out_dir, opts.device)
     return ClipStageResult(result, retrieval_top1(encoder))

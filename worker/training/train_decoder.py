@@ -17,6 +17,7 @@ from worker.training.family_configs import shapes_decoder_config
 from worker.training.loop import LoopOptions, LoopResult, run_training
 from worker.training.masks import random_keep_masks
 from worker.training.train_clip import load_trained_clip
+from worker.training.warm_start import load_weights
 from worker.unclip.clip_encoder import ClipEncoder
 from worker.unclip.configs import DecoderConfig
 from worker.unclip.diffusion.gaussian_diffusion import diffusion_from_config
@@ -70,6 +71,10 @@ class DecoderTask:
         losses = self.diffusion.training_losses(model_fn, x0, t, noise=eps)
         return losses.loss.mean(), {"mse": float(losses.mse.detach().mean()),
                                     "vb": float(losses.vb.detach().mean())}
+
+    def warm_start(self, family_dir: Path) -> None:
+        """Start from the decoder weights of a model family of the same config."""
+        load_weights(self.model, Path(family_dir) / "decoder.safetensors")
 
     def extra_state(self) -> dict[str, Any]:
         return {}

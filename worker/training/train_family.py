@@ -92,11 +92,15 @@ def write_summary(report: StageReport, opts: LoopOptions, batch_size: int) -> No
         "final_loss_smooth": loop.loss, "interrupted": loop.interrupted,
         "batch_size": batch_size, "lr": opts.lr, "ema_decay": opts.ema_decay,
         "precision": opts.precision, "device": opts.device, "seed": opts.seed,
+        "init_from": None if opts.init_from is None else str(opts.init_from),
         "torch_threads": torch.get_num_threads(), "hardware": _hardware(opts.device),
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "metrics": report.metrics,
     }
     path = opts.out_dir / SUMMARY_NAME
+    previous_init = json.loads(path.read_text()).get("init_from") if path.is_file() else None
+    if summary["init_from"] is None and previous_init:  # a resumed warm-started run
+        summary["init_from"] = previous_init
     if math.isnan(loop.loss) and path.is_file():  # no step this run: keep the last loss
         previous = json.loads(path.read_text())
         if previous.get("steps") == loop.step:

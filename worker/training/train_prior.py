@@ -15,6 +15,7 @@ from worker.training.data import SceneSource, drop_captions
 from worker.training.family_configs import shapes_prior_config
 from worker.training.loop import LoopOptions, LoopResult, run_training
 from worker.training.train_clip import load_trained_clip
+from worker.training.warm_start import load_weights
 from worker.unclip.clip_encoder import ClipEncoder
 from worker.unclip.configs import PriorConfig
 from worker.unclip.diffusion.gaussian_diffusion import diffusion_from_config
@@ -61,6 +62,10 @@ class PriorTask:
                           "text_mask": feats.text_mask},
         )
         return losses.loss.mean(), {}
+
+    def warm_start(self, family_dir: Path) -> None:
+        """Start from the prior weights of a model family of the same config."""
+        load_weights(self.model, Path(family_dir) / "prior.safetensors")
 
     def extra_state(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std}

@@ -15,6 +15,7 @@ from worker.training.checkpoint import checkpoint_path, load_checkpoint
 from worker.training.data import SceneSource, to_model_range
 from worker.training.family_configs import shapes_upsampler_config
 from worker.training.loop import LoopOptions, LoopResult, run_training
+from worker.training.warm_start import load_weights
 from worker.unclip.configs import UpsamplerConfig
 from worker.unclip.diffusion.gaussian_diffusion import diffusion_from_config
 from worker.unclip.diffusion.respace import respaced
@@ -80,6 +81,10 @@ class UpsamplerTask:
             model_kwargs={"low_res": cond},
         )
         return losses.loss.mean(), {}
+
+    def warm_start(self, family_dir: Path) -> None:
+        """Start from the upsampler weights of a model family of the same config."""
+        load_weights(self.model, Path(family_dir) / "upsampler.safetensors")
 
     def extra_state(self) -> dict[str, Any]:
         return {}

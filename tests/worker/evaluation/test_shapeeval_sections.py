@@ -112,3 +112,16 @@ def test_prompt_set_is_fixed_and_large_enough() -> None:
     assert len({p.text for p in prompts}) == len(prompts)
     with pytest.raises(ValueError, match="got 0"):
         prompt_set(0)
+
+
+def test_another_prompt_seed_gives_other_prompts_of_the_same_make_up() -> None:
+    from collections import Counter
+
+    from worker.evaluation.prompts import prompt_set
+
+    fixed, tuning = prompt_set(), prompt_set(seed=777)
+    assert prompt_set() == fixed  # the ShapeEval set never changes
+    assert Counter((p.group, p.split) for p in tuning) == Counter(
+        (p.group, p.split) for p in fixed
+    )
+    assert len({p.text for p in tuning} & {p.text for p in fixed}) < len(fixed) // 4

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_shipped_family_draws_objects_in_the_prompted_colour() -> None:
+def test_shipped_family_draws_the_prompted_colour_shape_and_place() -> None:
     from worker.unclip.family import load_family
     from worker.unclip.render import render
 
@@ -44,7 +44,11 @@ def test_shipped_family_draws_objects_in_the_prompted_colour() -> None:
         score_single(p.facts, analyse_image(im)) for p, im in zip(prompts, images, strict=True)
     ]
     readings = [(p.text, s) for p, s in zip(prompts, scores, strict=True)]
-    # A floor, far below the targets (ShapeEval measures those): random weights paint
-    # noise with no object, and a random colour is right 1 time in 8 (3 or more of 8: ~3%).
-    assert sum(bool(analyse_image(im).objects) for im in images) >= 6, readings
-    assert sum(s.colour for s in scores) >= 3, readings
+    # Floors below what the shipped family reached on these 8 prompts (colour, shape, size
+    # and position all 8/8 when exported) and far above chance: random weights paint noise
+    # with no object; a guessed colour, shape or cell is right 1 time in 8, 5 or 9, so 5 or
+    # more of 8 right shapes or cells happen by chance well under 1% of the time.
+    assert sum(bool(analyse_image(im).objects) for im in images) >= 7, readings
+    assert sum(s.colour for s in scores) >= 6, readings
+    assert sum(bool(s.shape) for s in scores) >= 5, readings
+    assert sum(bool(s.position) for s in scores) >= 5, readings

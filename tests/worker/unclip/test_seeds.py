@@ -50,3 +50,26 @@ def test_stable_matmul_pads_few_rows() -> None:
     x, w = torch.randn(8, 32, generator=gen), torch.randn(32, 64, generator=gen)
     assert torch.equal(stable_matmul(x[:1], w), stable_matmul(x, w)[:1])
     assert stable_matmul(x[:3], w).shape == (3, 64)
+
+
+def test_row_stable_covers_attention_modules_and_many_row_batches() -> None:
+    """nn.MultiheadAttention and open_clip's AttentionPool2d run their projections inside
+    torch's functional attention; batches of 4 and 8 rows must agree too (on an Intel Xeon a
+    4-row product differed in the last bits from the same rows among 8)."""
+    from open_clip.modified_resnet import AttentionPool2d
+
+    torch.manual_seed(0)
+    attention = torch.nn.MultiheadAttention(32, 4, batch_first=True).eval()
+    pool = AttentionPool2d(4, 32, 4, 16).eval()
+    linear = torch.nn.Linear(32, 48)
+    tokens, maps = torch.randn(9, 7, 32), torch.randn(9, 32, 4, 4)
+    rows = torch.randn(9, 32)
+    with torch.no_grad(), row_stable([attention, pool, linear]):
+        whole = attention(tokens, tokens, tokens, need_weights=False)[0]
+        for b in (1, 2, 4, 8):
+            part = attention(tokens[-b:], tokens[-b:], tokens[-b:], need_weights=False)[0]
+            assert torch.equal(part, whole[-b:])
+            assert torch.equal(pool(maps[-b:]), pool(maps)[-b:])
+            assert torch.equal(linear(rows[-b:]), linear(rows)[-b:])
+            assert torch.equal(linear(tokens[-b:]), linear(tokens)[-b:])
+    assert "forward" not in attention.__dict__ and "forward" not in pool.__dict__

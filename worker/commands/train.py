@@ -20,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training time of the stage, in total over resumed runs; with "
                              "'all', the whole family's time, split across the stages")
     parser.add_argument("--steps", type=int, default=None,
-                        help="optimizer steps of the stage (of each stage with 'all'), in total")
+                        help="optimizer steps of the stage (of each stage with 'all'), in total; "
+                             "0 with --init adopts the family's weights as the stage's "
+                             "checkpoint without training")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/<stage>/checkpoint.pt when it exists")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device")
@@ -50,8 +52,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return "give a budget: --minutes M and/or --steps N"
     if args.minutes is not None and not args.minutes > 0:
         return f"--minutes must be > 0, got {args.minutes}"
-    if args.steps is not None and args.steps < 1:
-        return f"--steps must be >= 1, got {args.steps}"
+    if args.steps is not None and args.steps < (0 if args.init is not None else 1):
+        return f"--steps must be >= 1 (or 0 with --init), got {args.steps}"
     if args.batch_size is not None and args.batch_size < 2:
         return f"--batch-size must be >= 2, got {args.batch_size}"
     if args.lr is not None and not args.lr > 0:

@@ -73,8 +73,9 @@ class LoopOptions:
             raise ValueError("give a budget: minutes or steps (or both); got neither")
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"minutes must be > 0, got {self.minutes!r}")
-        if self.steps is not None and self.steps <= 0:
-            raise ValueError(f"steps must be > 0, got {self.steps!r}")
+        if self.steps is not None and self.steps < (0 if self.init_from is not None else 1):
+            raise ValueError(f"steps must be > 0 (or 0 with init_from, to adopt a family's "
+                             f"weights as the step-0 checkpoint), got {self.steps!r}")
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
 

@@ -24,12 +24,14 @@ def _params(module: nn.Module) -> str:
 
 def _stage_rows(family: Family, summaries: dict[str, Any]) -> list[str]:
     nets = family.networks()
-    rows = ["| stage | parameters | steps | batch | wall minutes | final loss | metrics |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| stage | parameters | started from | steps | batch | wall minutes | final loss "
+            "| metrics |",
+            "|---|---|---|---|---|---|---|---|"]
     for stage, net in nets.items():
         s = summaries.get(stage, {})
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in s.get("metrics", {}).items())
-        rows.append(f"| {stage} | {_params(net)} | {s.get('steps', '?')} | "
+        start = f"`{s['init_from']}`" if s.get("init_from") else "scratch"
+        rows.append(f"| {stage} | {_params(net)} | {start} | {s.get('steps', '?')} | "
                     f"{s.get('batch_size', '?')} | {s.get('wall_minutes', '?')} | "
                     f"{s.get('final_loss_smooth', float('nan')):.4f} | {metrics} |")
     return rows
@@ -39,8 +41,8 @@ def reproduce_commands(summaries: dict[str, Any], run_dir: str = "runs/shapes",
                        dest: str = "models/shapes") -> list[str]:
     """The commands that retrain the same number of steps of every stage, then export.
 
-    Batch size and learning rate are spelled out, and `--init` names the family a stage was
-    warm-started from.
+    Batch size, learning rate and a seed other than 0 are spelled out, and `--init` names the
+    family a stage was warm-started from (with `--steps 0`: adopted unchanged).
     """
     lines = []
     for stage in ("clip", "upsampler", "prior", "decoder"):
@@ -50,6 +52,8 @@ def reproduce_commands(summaries: dict[str, Any], run_dir: str = "runs/shapes",
             line += f" --batch-size {s['batch_size']}"
         if "lr" in s:
             line += f" --lr {s['lr']:g}"
+        if s.get("seed"):
+            line += f" --seed {s['seed']}"
         if s.get("init_from"):
             line += f" --init {s['init_from']}"
         lines.append(line)
@@ -78,7 +82,9 @@ def render_model_card(family: Family, summaries: dict[str, Any], *,
         "## Configs", "", "```json", json.dumps(configs, indent=1), "```", "",
         "## Reproduce", "", "Data and noise of step k are seeded by (seed, k) and a resumed run "
         "continues exactly, so these commands retrain the same steps (wall time depends on "
-        "the machine):", "", "```", *reproduce_commands(summaries), "```", "",
+        "the machine); a stage that names `--init` starts from that family's weights, and the "
+        "notes below say where that family comes from:", "",
+        "```", *reproduce_commands(summaries), "```", "",
     ]
     if notes:
         parts += [notes.strip(), ""]

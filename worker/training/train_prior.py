@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
 
 from worker.training.clip_features import clip_features, embedding_stats
@@ -64,8 +65,16 @@ class PriorTask:
         return losses.loss.mean(), {}
 
     def warm_start(self, family_dir: Path) -> None:
-        """Start from the prior weights of a model family of the same config."""
+        """Start from the prior weights of a model family of the same config, and keep the
+        embedding stats it was trained with (recomputing them would shift its inputs)."""
         load_weights(self.model, Path(family_dir) / "prior.safetensors")
+        stats = load_file(str(Path(family_dir) / "prior_stats.safetensors"))
+        if stats["mean"].shape != self.mean.shape or stats["std"].shape != self.std.shape:
+            raise ValueError(
+                f"warm start: {family_dir}/prior_stats.safetensors holds stats of size "
+                f"{tuple(stats['mean'].shape)}, expected {tuple(self.mean.shape)}")
+        self.mean = stats["mean"].to(self.mean.dtype)
+        self.std = stats["std"].to(self.std.dtype)
 
     def extra_state(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 Schedule = Literal["cosine", "linear"]
-Prediction = Literal["eps", "x0"]
+Prediction = Literal["eps", "x0", "v"]
 Variance = Literal["fixed_small", "fixed_large", "learned_range"]
 
 SCHEDULES: tuple[str, ...] = get_args(Schedule)

@@ -14,7 +14,10 @@ from shared.cli import main
     [
         (["clip", "--out", "OUT"], "give a budget: --minutes M and/or --steps N"),
         (["clip", "--out", "OUT", "--minutes", "0"], "--minutes must be > 0, got 0.0"),
-        (["prior", "--out", "OUT", "--steps", "-3"], "--steps must be >= 1, got -3"),
+        (["prior", "--out", "OUT", "--steps", "-3"],
+         "--steps must be >= 1 (or 0 with --init), got -3"),
+        (["prior", "--out", "OUT", "--steps", "0"],
+         "--steps must be >= 1 (or 0 with --init), got 0"),
         (["decoder", "--out", "OUT", "--steps", "1", "--batch-size", "1"],
          "--batch-size must be >= 2, got 1"),
         (["upsampler", "--out", "OUT", "--steps", "1", "--lr", "-1"], "--lr must be > 0, got -1"),

@@ -55,6 +55,37 @@ def test_warm_start_loads_the_family_weights(stage: str, tiny_family_dir: Path) 
     assert_holds(target(task), tiny_family_dir / f"{stage}.safetensors")
 
 
+def test_prior_warm_start_keeps_the_family_embedding_stats(tiny_family_dir: Path) -> None:
+    task = make_task("prior", tiny_family_dir)
+    stats = load_file(str(tiny_family_dir / "prior_stats.safetensors"))
+    # recomputed from one batch of fresh scenes, the task's own stats differ from the family's
+    assert not torch.equal(task.mean, stats["mean"])
+    task.warm_start(tiny_family_dir)
+    torch.testing.assert_close(task.mean, stats["mean"], rtol=0, atol=0)
+    torch.testing.assert_close(task.std, stats["std"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("stage", ["clip", "upsampler"])
+def test_zero_steps_with_init_adopts_the_family_weights(stage: str, tiny_family_dir: Path,
+                                                        tmp_path: Path) -> None:
+    task = make_task(stage, tiny_family_dir)
+    result = run_training(task, LoopOptions(out_dir=tmp_path, steps=0, precision="fp32",
+                                            progress=False, init_from=tiny_family_dir))
+    assert result.step == 0
+    state = load_checkpoint(checkpoint_path(tmp_path))
+    assert state.step == 0
+    stored = load_file(str(tiny_family_dir / f"{stage}.safetensors"))
+    shadow = state.ema["shadow"]
+    prefix = "clip." if stage == "clip" else ""  # CLIP trains inside its probe wrapper
+    for key, value in stored.items():
+        assert torch.equal(shadow[prefix + key].to(value.dtype), value), key
+
+
+def test_zero_steps_without_init_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="steps must be > 0"):
+        LoopOptions(out_dir=tmp_path, steps=0)
+
+
 def test_training_starts_from_the_family_and_resume_ignores_it(tiny_family_dir: Path,
                                                                tmp_path: Path) -> None:
     torch.manual_seed(1)

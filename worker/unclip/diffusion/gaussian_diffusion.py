@@ -14,7 +14,7 @@ from torch import Tensor
 from worker.unclip.diffusion.losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from worker.unclip.diffusion.schedules import ScheduleName, get_named_beta_schedule
 
-Prediction = Literal["eps", "x0"]
+Prediction = Literal["eps", "x0", "v"]  # v = sqrt(abar) eps - sqrt(1 - abar) x0
 Variance = Literal["fixed_small", "fixed_large", "learned_range"]
 PREDICTIONS: tuple[str, ...] = get_args(Prediction)
 VARIANCES: tuple[str, ...] = get_args(Variance)
@@ -159,6 +159,21 @@ class GaussianDiffusion:
             - self.coef("sqrt_recipm1_alphas_cumprod", t, x_t) * eps
         )
 
+    def predict_x0_from_v(self, x_t: Tensor, t: TimeIndex, v: Tensor) -> Tensor:
+        """x0 = sqrt(abar) x_t - sqrt(1 - abar) v (Salimans & Ho 2022, s4): defined even where
+        abar is ~0, where an eps net's x0 estimate is amplified error."""
+        return (
+            self.coef("sqrt_alphas_cumprod", t, x_t) * x_t
+            - self.coef("sqrt_one_minus_alphas_cumprod", t, x_t) * v
+        )
+
+    def v_target(self, x0: Tensor, t: TimeIndex, noise: Tensor) -> Tensor:
+        """v = sqrt(abar) eps - sqrt(1 - abar) x0, the training target of a v net."""
+        return (
+            self.coef("sqrt_alphas_cumprod", t, x0) * noise
+            - self.coef("sqrt_one_minus_alphas_cumprod", t, x0) * x0
+        )
+
     def predict_eps_from_x0(self, x_t: Tensor, t: TimeIndex, x0: Tensor) -> Tensor:
         """eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar)."""
         return (self.coef("sqrt_recip_alphas_cumprod", t, x_t) * x_t - x0) / self.coef(
@@ -207,7 +222,12 @@ class GaussianDiffusion:
     ) -> Tensor:
         """The x0 a raw output implies, clamped to [-clip_x0, clip_x0]; variance is ignored."""
         pred, _ = self.split_model_output(model_output, x_t)
-        x0 = pred if self.prediction == "x0" else self.predict_x0_from_eps(x_t, t, pred)
+        if self.prediction == "x0":
+            x0 = pred
+        elif self.prediction == "v":
+            x0 = self.predict_x0_from_v(x_t, t, pred)
+        else:
+            x0 = self.predict_x0_from_eps(x_t, t, pred)
         return x0 if clip_x0 is None else x0.clamp(-clip_x0, clip_x0)
 
     def predict_x0_eps(
@@ -233,7 +253,9 @@ class GaussianDiffusion:
         x_t = self.q_sample(x0, t, noise)
         output = model_fn(x_t, self.model_timesteps(t), **(model_kwargs or {}))
         pred, var_values = self.split_model_output(output, x_t)
-        target = noise if self.prediction == "eps" else x0
+        targets = {"eps": noise, "x0": x0}
+        target = targets[self.prediction] if self.prediction in targets else (
+            self.v_target(x0, t, noise))
         mse = mean_flat((target - pred) ** 2)
         if var_values is None:
             vb = torch.zeros_like(mse)

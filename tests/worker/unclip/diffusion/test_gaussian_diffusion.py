@@ -61,8 +61,9 @@ def test_wrong_output_channels_and_bad_options_are_named() -> None:
     diffusion = _diffusion("learned_range")
     with pytest.raises(ValueError, match=r"\(2, 3, 4, 4\).*learned_range.*6 channels"):
         diffusion.p_mean_variance(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4), 5)
-    with pytest.raises(ValueError, match=r"'v'.*eps, x0"):
-        GaussianDiffusion([0.1], prediction="v", variance="fixed_small")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"'velocity'.*eps, x0, v"):
+        GaussianDiffusion([0.1], prediction="velocity",  # type: ignore[arg-type]
+                          variance="fixed_small")
     with pytest.raises(ValueError, match=r"'learned'.*fixed_small, fixed_large, learned_range"):
         GaussianDiffusion([0.1], prediction="eps", variance="learned")  # type: ignore[arg-type]
 
@@ -102,3 +103,38 @@ def test_training_losses_x0_fixed_variance_is_plain_mse() -> None:
     torch.testing.assert_close(losses.mse, torch.full((2,), 0.25))
     assert torch.equal(losses.loss, losses.mse) and torch.equal(losses.vb, torch.zeros(2))
     assert math.isclose(float(diffusion.alphas_cumprod_prev[0]), 1.0)
+
+
+def test_v_prediction_recovers_x0_and_eps_even_at_the_last_timestep() -> None:
+    """The true v gives back x0 and eps at every t, also at t = T - 1 where abar is ~0."""
+    diffusion = _diffusion("learned_range", prediction="v")
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.rand(3, 3, 4, 4, generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([0, 50, 99])
+    assert float(diffusion.alphas_cumprod[99]) < 1e-6
+    x_t = diffusion.q_sample(x0, t, noise)
+    v = diffusion.v_target(x0, t, noise)
+    out = torch.cat([v, torch.zeros_like(v)], dim=1)
+    x0_hat, eps_hat = diffusion.predict_x0_eps(out, x_t, t, clip_x0=None)
+    torch.testing.assert_close(x0_hat, x0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(eps_hat, noise, atol=1e-4, rtol=0)
+    losses = diffusion.training_losses(lambda x, tt: out, x0, t, noise=noise)
+    torch.testing.assert_close(losses.mse, torch.zeros(3), atol=1e-10, rtol=0)
+
+
+def test_an_eps_net_cannot_say_x0_at_the_last_timestep_but_a_v_net_can() -> None:
+    """At t = T - 1 (abar ~2e-7 here, ~2e-9 with 1000 steps) an eps output off by 1e-3 moves
+    x0 by ~2, the whole pixel range; a v output off by as much moves x0 by ~1e-3. This is why
+    the shapes decoder predicts v."""
+    x_t = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(6))
+    nudge = torch.full((1, 3, 4, 4), 1e-3)
+    for prediction, limit in (("eps", None), ("v", 2e-3)):
+        diffusion = _diffusion(prediction=prediction)
+        base = torch.zeros(1, 3, 4, 4)
+        moved = (diffusion.predict_x0(base + nudge, x_t, 99, clip_x0=None)
+                 - diffusion.predict_x0(base, x_t, 99, clip_x0=None)).abs().max()
+        if limit is None:
+            assert moved > 1.5
+        else:
+            assert moved < limit

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from worker.training.checkpoint import checkpoint_path, load_checkpoint
+from worker.training.family_configs import shapes_family_defaults
 from worker.training.model_card import write_model_card
 from worker.training.train_clip import load_trained_clip
 from worker.training.train_decoder import load_trained_decoder
@@ -39,7 +40,7 @@ def family_from_run(run_dir: Path, *, name: str = FAMILY_NAME,
         prior_std=std.float(),
         decoder=load_trained_decoder(stage_dir(run_dir, "decoder")),
         upsampler=load_trained_upsampler(stage_dir(run_dir, "upsampler")),
-        defaults=defaults or FamilyDefaults(),
+        defaults=defaults or shapes_family_defaults(),
     )
 
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from worker.training.data import SceneSource
+from worker.training.train_clip import ClipTask
+from worker.training.train_decoder import DecoderTask
+from worker.training.train_prior import PriorTask
+from worker.training.train_upsampler import UpsamplerTask
 from worker.unclip.clip_encoder import ClipEncoder
 from worker.unclip.configs import (
     ClipConfig,
@@ -15,6 +23,7 @@ from worker.unclip.configs import (
     PriorConfig,
     UpsamplerConfig,
 )
+from worker.unclip.family import load_family
 
 CTX = 16
 WIDTH = 32
@@ -73,3 +82,25 @@ def tiny() -> TinyConfigs:
 def tiny_clip() -> ClipEncoder:
     torch.manual_seed(0)
     return ClipEncoder.build(tiny_clip_config())
+
+
+@pytest.fixture
+def make_task() -> Callable[[str, Path], Any]:
+    """make_task(stage, family_dir): a fresh training task of that stage, on the family's
+    configs and CLIP, with tiny batches."""
+
+    def make_task(stage: str, family_dir: Path) -> Any:
+        family = load_family(family_dir)
+        clip_size = family.clip_config.image_size
+        if stage == "clip":
+            return ClipTask(family.clip_config, SceneSource(4, sizes=(clip_size,)))
+        if stage == "prior":
+            return PriorTask(family.prior_config, family.clip,
+                             SceneSource(4, sizes=(clip_size,)), stats_batches=1)
+        if stage == "decoder":
+            return DecoderTask(family.decoder_config, family.clip,
+                               SceneSource(4, sizes=(family.decoder_size, clip_size)))
+        cfg = family.upsampler_config
+        return UpsamplerTask(cfg, SceneSource(4, sizes=(cfg.image_size, cfg.low_res_size)))
+
+    return make_task

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,26 +14,9 @@ from torch import nn
 from worker.training.checkpoint import checkpoint_path, load_checkpoint
 from worker.training.data import SceneSource
 from worker.training.loop import LoopOptions, run_training
-from worker.training.train_clip import ClipTask
-from worker.training.train_decoder import DecoderTask
-from worker.training.train_prior import PriorTask
 from worker.training.train_upsampler import UpsamplerTask
-from worker.unclip.family import load_family
 
-
-def make_task(stage: str, family_dir: Path) -> Any:
-    family = load_family(family_dir)
-    clip_size = family.clip_config.image_size
-    if stage == "clip":
-        return ClipTask(family.clip_config, SceneSource(4, sizes=(clip_size,)))
-    if stage == "prior":
-        return PriorTask(family.prior_config, family.clip, SceneSource(4, sizes=(clip_size,)),
-                         stats_batches=1)
-    if stage == "decoder":
-        return DecoderTask(family.decoder_config, family.clip,
-                           SceneSource(4, sizes=(family.decoder_size, clip_size)))
-    cfg = family.upsampler_config
-    return UpsamplerTask(cfg, SceneSource(4, sizes=(cfg.image_size, cfg.low_res_size)))
+MakeTask = Callable[[str, Path], Any]
 
 
 def target(task: Any) -> nn.Module:
@@ -48,14 +32,16 @@ def assert_holds(module: nn.Module, path: Path) -> None:
 
 
 @pytest.mark.parametrize("stage", ["clip", "prior", "decoder", "upsampler"])
-def test_warm_start_loads_the_family_weights(stage: str, tiny_family_dir: Path) -> None:
+def test_warm_start_loads_the_family_weights(stage: str, tiny_family_dir: Path,
+                                            make_task: MakeTask) -> None:
     torch.manual_seed(1)
     task = make_task(stage, tiny_family_dir)
     task.warm_start(tiny_family_dir)
     assert_holds(target(task), tiny_family_dir / f"{stage}.safetensors")
 
 
-def test_prior_warm_start_keeps_the_family_embedding_stats(tiny_family_dir: Path) -> None:
+def test_prior_warm_start_keeps_the_family_embedding_stats(tiny_family_dir: Path,
+                                                          make_task: MakeTask) -> None:
     task = make_task("prior", tiny_family_dir)
     stats = load_file(str(tiny_family_dir / "prior_stats.safetensors"))
     # recomputed from one batch of fresh scenes, the task's own stats differ from the family's
@@ -67,7 +53,8 @@ def test_prior_warm_start_keeps_the_family_embedding_stats(tiny_family_dir: Path
 
 @pytest.mark.parametrize("stage", ["clip", "upsampler"])
 def test_zero_steps_with_init_adopts_the_family_weights(stage: str, tiny_family_dir: Path,
-                                                        tmp_path: Path) -> None:
+                                                        tmp_path: Path,
+                                                        make_task: MakeTask) -> None:
     task = make_task(stage, tiny_family_dir)
     result = run_training(task, LoopOptions(out_dir=tmp_path, steps=0, precision="fp32",
                                             progress=False, init_from=tiny_family_dir))
@@ -87,7 +74,8 @@ def test_zero_steps_without_init_is_refused(tmp_path: Path) -> None:
 
 
 def test_training_starts_from_the_family_and_resume_ignores_it(tiny_family_dir: Path,
-                                                               tmp_path: Path) -> None:
+                                                               tmp_path: Path,
+                                                               make_task: MakeTask) -> None:
     torch.manual_seed(1)
     task = make_task("upsampler", tiny_family_dir)
     opts = LoopOptions(out_dir=tmp_path, steps=1, lr=1e-12, warmup_steps=1, precision="fp32",

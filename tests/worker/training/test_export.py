@@ -1,0 +1,39 @@
+"""Export: a run folder whose stages adopted a family (--steps 0 --init) exports that family."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from worker.training.export import export_family
+from worker.training.family_configs import shapes_family_defaults
+from worker.training.loop import LoopOptions, run_training
+from worker.training.train_family import STAGES, stage_dir
+
+
+def test_adopted_stages_export_as_the_same_weights_with_the_shapes_defaults(
+    tiny_family_dir: Path, tmp_path: Path, make_task: Callable[[str, Path], Any]
+) -> None:
+    run_dir = tmp_path / "run"
+    for stage in STAGES:
+        run_training(make_task(stage, tiny_family_dir),
+                     LoopOptions(out_dir=stage_dir(run_dir, stage), steps=0, precision="fp32",
+                                 progress=False, init_from=tiny_family_dir))
+    dest = export_family(run_dir, tmp_path / "family")
+    for stage in STAGES:
+        before = load_file(str(tiny_family_dir / f"{stage}.safetensors"))
+        after = load_file(str(dest / f"{stage}.safetensors"))
+        assert set(after) == set(before), stage
+        for key, value in before.items():
+            torch.testing.assert_close(after[key].float(), value.float(), rtol=1e-3, atol=1e-3)
+    stats, family_stats = (load_file(str(d / "prior_stats.safetensors"))
+                           for d in (dest, tiny_family_dir))
+    assert torch.equal(stats["mean"], family_stats["mean"])
+    meta = json.loads((dest / "family.json").read_text())
+    assert meta["defaults"] == shapes_family_defaults().to_dict()
+    assert "| clip |" in (dest / "MODEL_CARD.md").read_text()

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.unclip-installed
 PG_VERSION = $(shell ls /etc/postgresql 2>/dev/null | head -n 1)
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test venv services lint typecheck pytest clean-demo
+.PHONY: demo test venv services browser lint typecheck pytest clean-demo
 
 venv: $(STAMP)
 
@@ -34,6 +34,16 @@ services:
 	  for i in $$(seq 1 50); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 0.2; done; \
 	  echo "postgresql: started"; fi
 
+# Debian's Chromium for the web UI's browser tests (Playwright drives /usr/bin/chromium; it
+# cannot download a browser here). Installed when missing and apt-get can run; the browser
+# tests fail, not skip, when there is still none.
+browser:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium: present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null && \
+	  echo "chromium: installed"; \
+	else echo "chromium: missing, and apt-get cannot run here (the browser tests will fail)"; fi
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
@@ -42,7 +52,7 @@ typecheck: $(STAMP)
 
 # One torch thread per process: the tests run a worker process beside the test process, and
 # two threads each on a 2-core machine made tiny convolutions many times slower.
-pytest: $(STAMP) services
+pytest: $(STAMP) services browser
 	OMP_NUM_THREADS=1 UNCLIP_TEST_REQUIRE_SERVICES=1 $(VENV)/bin/pytest -q
 
 test: lint typecheck pytest

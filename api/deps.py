@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.auth import Principal, get_principal, require_admin_principal
 from shared.queue.dispatch import StageQueue
 from shared.settings import Settings
 from shared.storage.base import Storage
@@ -45,3 +46,5 @@ SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory
 SessionDep = Annotated[Session, Depends(get_db)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 QueueDep = Annotated[StageQueue, Depends(get_queue)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+AdminDep = Annotated[Principal, Depends(require_admin_principal)]

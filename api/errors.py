@@ -7,23 +7,31 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
+from starlette.types import Scope
 
-from api.schemas.errors import ErrorBody, ErrorDetail
+from api.schemas.errors import ErrorBody, ErrorDetail, ErrorType
 from shared.errors import (
     Conflict,
     ContentPolicyViolation,
+    DatabaseUnavailable,
+    Gone,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
+    PermissionDenied,
     QueueUnavailable,
+    RateLimited,
     StorageError,
+    Unauthenticated,
     UnclipError,
     UnprocessableInput,
     UnsupportedMedia,
 )
 
 logger = logging.getLogger(__name__)
+MAX_SHOWN_CHARS = 200
 
 # Most specific first: StorageKeyNotFound is a StorageError and a NotFound, and a stored
 # object that vanished behind a row is our fault, not the client's.
@@ -31,12 +39,17 @@ STATUS_BY_ERROR: tuple[tuple[type[UnclipError], int], ...] = (
     (StorageError, 503),
     (ContentPolicyViolation, 400),
     (InvalidInput, 400),
+    (Unauthenticated, 401),
+    (PermissionDenied, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (Gone, 410),
     (PayloadTooLarge, 413),
     (UnsupportedMedia, 415),
     (UnprocessableInput, 422),
+    (RateLimited, 429),
     (QueueUnavailable, 503),
+    (DatabaseUnavailable, 503),  # shared/db/engine.py raises it for outages
 )
 
 
@@ -54,41 +67,104 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """A JSON error answer: {"error": {"message", "type", "param", "code"}}."""
-    kind = "invalid_request_error" if status < 500 else "server_error"
+    kind: ErrorType = "invalid_request_error" if status < 500 else "server_error"
     body = ErrorBody(error=ErrorDetail(message=message, type=kind, param=param, code=code))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
-async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, UnclipError)
+def domain_error_response(exc: UnclipError) -> JSONResponse:
+    """The answer to a domain error: its status, message, param and code."""
     status = status_for(exc)
     headers = None
-    if isinstance(exc, QueueUnavailable):
+    if isinstance(exc, QueueUnavailable | RateLimited):
         headers = {"Retry-After": str(exc.retry_after_s)}
+    elif isinstance(exc, Unauthenticated):
+        headers = {"WWW-Authenticate": "Bearer"}
     elif status == 503:
         headers = {"Retry-After": "5"}
-    if status >= 500:
-        logger.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc.message)
     return error_response(status, exc.message, param=exc.param, code=exc.code, headers=headers)
 
 
+async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UnclipError)
+    response = domain_error_response(exc)
+    if response.status_code >= 500:
+        logger.warning(
+            "%s %s -> %d: %s", request.method, request.url.path, response.status_code, exc.message
+        )
+    return response
+
+
+def _shown(value: object) -> str:
+    """A client's value for a message, cut short: a message must not echo a whole body."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else f"{text[:MAX_SHOWN_CHARS]}..."
+
+
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    # The API answers 400 for every input it cannot accept (OpenAPI says so, not 422).
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
     loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body", "header")]
-    param = ".".join(loc) or None
-    message = f"{param}: {first.get('msg')} (got {first.get('input')!r})"
+    param = ".".join(loc) or ("body" if first.get("type") == "json_invalid" else None)
+    message = f"{param}: {first.get('msg')} (got {_shown(first.get('input'))})"
     return error_response(400, message, param=param, code="invalid_value")
+
+
+def http_error_response(status: int, detail: str, method: str, path: str,
+                        headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+    """Starlette's HTTP errors (no route, wrong method, ...) in the error shape."""
+    message = detail
+    if status == 404:
+        message = f"no route {method} {path}"
+    elif status == 405:
+        allowed = (headers or {}).get("Allow")
+        message = f"method {method} is not allowed on {path}" + (
+            f"; allowed: {allowed}" if allowed else ""
+        )
+    elif status == 413:
+        message = "request body is larger than allowed"
+    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(status)
+    return error_response(status, message, code=code, headers=headers or None)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    message = str(exc.detail)
-    if exc.status_code == 404:
-        message = f"no route {request.method} {request.url.path}"
-    elif exc.status_code == 405:
-        message = f"method {request.method} is not allowed on {request.url.path}"
-    return error_response(exc.status_code, message, headers=dict(exc.headers or {}) or None)
+    return http_error_response(
+        exc.status_code, str(exc.detail), request.method, request.url.path,
+        dict(exc.headers or {}),
+    )  # fmt: skip
+
+
+async def _on_data_error(request: Request, exc: Exception) -> JSONResponse:
+    # A value the database refused (out of range, unstorable) that no check at the edge
+    # caught: the client's input, so a 400; logged, as the edge should have named it.
+    logger.warning("%s %s: the database refused a value: %s", request.method,
+                   request.url.path, exc)  # fmt: skip
+    return error_response(
+        400,
+        "a value in the request cannot be stored (out of range or holding unstorable "
+        "characters); check the request's numbers and text",
+        code="invalid_value",
+    )
+
+
+def error_for_exception(exc: Exception, *, request_id: str, scope: Scope) -> JSONResponse:
+    """The answer to an exception that escaped the app (api/edge.py); unexpected ones are 500,
+    logged with the request id, their details kept from the client."""
+    if isinstance(exc, UnclipError):
+        return domain_error_response(exc)
+    if isinstance(exc, HTTPException):
+        method, path = scope.get("method", ""), scope.get("path", "")
+        return http_error_response(exc.status_code, str(exc.detail), method, path,
+                                   dict(exc.headers or {}))  # fmt: skip
+    logger.error("request %s %s %s failed", request_id, scope.get("method"), scope.get("path"),
+                 exc_info=exc)  # fmt: skip
+    return error_response(
+        500,
+        f"the server failed on this request (request id {request_id}); it is logged under that id",
+        code="internal_error",
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -96,3 +172,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UnclipError, _on_domain_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(HTTPException, _on_http_error)
+    app.add_exception_handler(DataError, _on_data_error)

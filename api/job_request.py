@@ -8,11 +8,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import Message
 
-from api.schemas.jobs import KINDS, JobCreate
+from api.embedding_request import EmbeddingRef, MixInput, check_embedding_fields
+from api.schemas.jobs import (
+    DELIVERY_FIELDS,
+    EMBEDDING_FIELDS,
+    FILE_FIELDS,
+    FORM_STEP_FIELDS,
+    JobCreate,
+)
 from api.uploads import (
     UploadedImage,
     body_limit,
@@ -25,71 +33,121 @@ from api.uploads import (
 )
 from shared.db.jobs import NewJob
 from shared.errors import InvalidInput, UnsupportedMedia
-from shared.settings import Limits
-
-MAX_SEED = 2**32 - 1
-FILE_FIELDS = ("image", "mask")
-FORM_STEP_FIELDS = {
-    "steps_prior": "prior",
-    "steps_decoder": "decoder",
-    "steps_upsampler": "upsampler",
-}
+from shared.family_info import family_info
+from shared.job_params import (
+    KINDS,
+    MAX_MIX,
+    MAX_MIX_WEIGHT,
+    MAX_SEED,
+    MIN_MIX,
+    STAGES,
+    JobParams,
+    Kind,
+)
+from shared.settings import Limits, Settings
+from shared.storable import check_storable
+from shared.webhooks.targets import check_webhook_events, check_webhook_url
 
 
 @dataclass(frozen=True)
 class JobRequest:
-    """A request whose every value is within limits, with defaults filled in."""
+    """A request whose every value is within limits, its seed drawn; None is left for what
+    the client did not say (the worker fills it from the family's defaults)."""
 
-    kind: str
-    prompt: str
-    n: int
-    size: str
-    seed: int
-    sampler: str
-    steps_prior: int
-    steps_decoder: int
-    steps_upsampler: int
-    prior_guidance: float
-    decoder_guidance: float
+    params: JobParams
     image: UploadedImage | None
     mask: UploadedImage | None
+    native_size: str | None = None  # what the served family makes, when this host knows
+    webhook_url: str | None = None  # checked: http(s), no private target unless allowed
+    webhook_events: tuple[str, ...] = ("completed",)
+    # Embedding-level inputs (api/embedding_request.py) and, for a replay, its original.
+    embedding: EmbeddingRef | None = None
+    mix: tuple[MixInput, ...] = ()
+    replay_of: str | None = None
+    replay_expect: dict[str, Any] | None = None
+
+    @property
+    def kind(self) -> Kind:
+        return self.params.kind
+
+    @property
+    def prompt(self) -> str:
+        return self.params.prompt or ""
 
     def new_job(
-        self, *, input_image_key: str | None, mask_key: str | None, idempotency_key: str | None
-    ) -> NewJob:
+        self, *, input_image_key: str | None, mask_key: str | None, idempotency_key: str | None,
+        input_embedding_key: str | None = None, mix: list[dict[str, Any]] | None = None,
+    ) -> NewJob:  # fmt: skip
         """The row to insert, once the inputs are stored under the given keys."""
         return NewJob(
-            kind=self.kind,
-            prompt=self.prompt,
-            n=self.n,
-            size=self.size,
-            seed=self.seed,
-            sampler=self.sampler,
-            steps_prior=self.steps_prior,
-            steps_decoder=self.steps_decoder,
-            steps_upsampler=self.steps_upsampler,
-            prior_guidance=self.prior_guidance,
-            decoder_guidance=self.decoder_guidance,
+            params=self.params,
+            native_size=self.native_size,
             input_image_key=input_image_key,
             mask_key=mask_key,
             idempotency_key=idempotency_key,
+            input_embedding_id=None if self.embedding is None else self.embedding.embedding_id,
+            input_embedding_key=input_embedding_key,
+            mix=mix,
+            replay_of=self.replay_of,
+            replay_expect=self.replay_expect,
+            webhook_url=self.webhook_url,
+            webhook_events=",".join(self.webhook_events) if self.webhook_url else None,
         )
 
 
-def _validation_error(exc: ValidationError) -> InvalidInput:
+def _allowed(param: str, limits: Limits) -> str | None:
+    """What `param` may be under these limits, in words, for a message."""
+    stage = param.removeprefix("steps.")
+    ranges: dict[str, tuple[float, float]] = {
+        "n": (limits.min_n, limits.max_n),
+        "seed": (0, MAX_SEED),
+        "prior_guidance": (limits.prior_guidance.min, limits.prior_guidance.max),
+        "decoder_guidance": (limits.decoder_guidance.min, limits.decoder_guidance.max),
+    }
+    if param.startswith("steps.") and hasattr(limits.steps, f"max_{stage}"):
+        ranges[param] = (1, getattr(limits.steps, f"max_{stage}"))
+    if param in ranges:
+        low, high = ranges[param]
+        return f"{low} to {high}"
+    if param == "mix":
+        return f"{MIN_MIX} to {MAX_MIX} entries"
+    if param.startswith("mix.") and param.endswith(".weight"):
+        return f"a number > 0 and <= {MAX_MIX_WEIGHT}"
+    options = {"kind": KINDS, "size": limits.sizes, "sampler": limits.samplers}
+    return f"one of {list(options[param])}" if param in options else None
+
+
+def _message(first: ErrorDetails, param: str | None, limits: Limits) -> str:
+    value = repr(first.get("input"))
+    value = value if len(value) <= 200 else f"{value[:200]}..."
+    allowed = _allowed(param or "", limits)
+    if param and first["type"] in ("literal_error", "enum"):
+        return f"{param} {value} is not allowed; use {allowed}"
+    if param == "prompt" and first["type"] == "string_too_long":
+        length = len(str(first.get("input")))
+        return f"prompt has {length} characters; at most {limits.max_prompt_chars} are allowed"
+    bound = ("greater_than_equal", "less_than_equal", "greater_than", "less_than")
+    if param and allowed and first["type"] in bound:
+        return f"{param}={value} is out of range; allowed {allowed}"
+    hint = f"; allowed {allowed}" if allowed else ""
+    return f"{param}: {first['msg']} (got {value}){hint}"
+
+
+def validation_error(exc: ValidationError, limits: Limits) -> InvalidInput:
+    """A JobCreate ValidationError as a 400 naming the field, the value and what is allowed."""
     first = exc.errors()[0]
     param = ".".join(str(part) for part in first["loc"]) or None
     if first["type"] == "extra_forbidden":
         allowed = ", ".join(JobCreate.model_fields)
         return InvalidInput(f"unknown field {param!r}; allowed fields: {allowed}", param=param)
-    return InvalidInput(f"{param}: {first['msg']} (got {first.get('input')!r})", param=param)
+    return InvalidInput(_message(first, param, limits), param=param)
 
 
-def _model(fields: dict[str, Any]) -> JobCreate:
+def _model(fields: dict[str, Any], limits: Limits) -> JobCreate:
     try:
         return JobCreate.model_validate(fields)
     except ValidationError as exc:
-        raise _validation_error(exc) from exc
+        raise validation_error(exc, limits) from exc
 
 
 async def _parse_json(request: Request, limits: Limits) -> tuple[JobCreate, dict[str, bytes]]:
@@ -98,11 +156,13 @@ async def _parse_json(request: Request, limits: Limits) -> tuple[JobCreate, dict
         fields = json.loads(body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"body is not valid JSON ({exc})", param="body") from exc
+    except RecursionError as exc:  # api/edge.py refuses deep bodies first; kept for direct use
+        raise InvalidInput("the JSON body nests too deeply", param="body") from exc
     if not isinstance(fields, dict):
         raise InvalidInput(
             f"body must be a JSON object of job fields, got {type(fields).__name__}", param="body"
         )
-    job_in = _model(fields)
+    job_in = _model(fields, limits)
     uploads = {
         name: decode_base64(text, param=name, limits=limits)
         for name, text in (("image", job_in.image), ("mask", job_in.mask))
@@ -144,14 +204,16 @@ async def _parse_multipart(request: Request, limits: Limits) -> tuple[JobCreate,
                 )
             uploads[name] = await value.read()
             check_upload_size(uploads[name], param=name, limits=limits)
-        elif name in FORM_STEP_FIELDS:
-            fields.setdefault("steps", {})[FORM_STEP_FIELDS[name]] = value
         elif name in FILE_FIELDS:
             uploads[name] = decode_base64(value, param=name, limits=limits)
+        elif name in FORM_STEP_FIELDS:
+            fields.setdefault("steps", {})[FORM_STEP_FIELDS[name]] = value
+        elif name == "webhook_events":  # a form sends them comma-separated
+            fields[name] = [part.strip() for part in value.split(",") if part.strip()]
         else:
-            fields[name] = value
+            fields[check_storable(name, param=name)] = check_storable(value, param=name)
     await form.close()
-    return _model(fields), uploads
+    return _model(fields, limits), uploads
 
 
 async def parse_job_create(request: Request, limits: Limits) -> tuple[JobCreate, dict[str, bytes]]:
@@ -174,7 +236,7 @@ def _in_range(param: str, value: float, low: float, high: float) -> None:
 
 
 def _prompt(job_in: JobCreate, limits: Limits) -> str:
-    prompt = job_in.prompt or ""
+    prompt = check_storable(job_in.prompt or "", param="prompt")
     if job_in.kind in ("generate", "edit") and not prompt.strip():
         raise InvalidInput(
             f"prompt is empty; kind={job_in.kind} needs a prompt of 1 to "
@@ -189,33 +251,27 @@ def _prompt(job_in: JobCreate, limits: Limits) -> str:
     return prompt
 
 
-def _choice(param: str, value: str | None, allowed: tuple[str, ...], default: str) -> str:
-    if value is None:
-        return default
-    if value not in allowed:
+def _choice(param: str, value: str | None, allowed: tuple[str, ...]) -> None:
+    if value is not None and value not in allowed:
         raise InvalidInput(
             f"{param} {value!r} is not allowed; use one of {list(allowed)}", param=param
         )
-    return value
 
 
-def _steps(job_in: JobCreate, limits: Limits) -> tuple[int, int, int]:
-    given = job_in.steps
-    result = []
-    for stage in ("prior", "decoder", "upsampler"):
-        value = getattr(given, stage) if given is not None else None
-        if value is None:
-            value = getattr(limits.steps, f"default_{stage}")
-        _in_range(f"steps.{stage}", value, 1, getattr(limits.steps, f"max_{stage}"))
-        result.append(int(value))
-    return result[0], result[1], result[2]
-
-
-def _guidance(param: str, value: float | None, low: float, high: float, default: float) -> float:
-    if value is None:
-        return default
-    _in_range(param, value, low, high)
-    return value
+def _check_ranges(job_in: JobCreate, limits: Limits) -> None:
+    """The configured ranges, narrower than the schema's; None (the family's default) passes."""
+    _in_range("n", job_in.n, limits.min_n, limits.max_n)
+    _choice("size", job_in.size, limits.sizes)
+    _choice("sampler", job_in.sampler, limits.samplers)
+    for stage in STAGES:
+        value = job_in.step(stage)
+        if value is not None:
+            _in_range(f"steps.{stage}", value, 1, getattr(limits.steps, f"max_{stage}"))
+    for name in ("prior_guidance", "decoder_guidance"):
+        value = getattr(job_in, name)
+        bounds = getattr(limits, name)
+        if value is not None:
+            _in_range(name, value, bounds.min, bounds.max)
 
 
 def _images(
@@ -243,34 +299,44 @@ def _images(
     return image, mask
 
 
-def check_job_create(job_in: JobCreate, uploads: dict[str, bytes], limits: Limits) -> JobRequest:
-    """Every value within limits (400/413/415/422 naming it otherwise), defaults filled."""
-    kind = _choice("kind", job_in.kind, KINDS, "generate")
-    prompt = _prompt(job_in, limits)
-    _in_range("n", job_in.n, limits.min_n, limits.max_n)
-    size = _choice("size", job_in.size, limits.sizes, limits.default_size)
+def check_job_create(
+    job_in: JobCreate, uploads: dict[str, bytes], settings: Settings
+) -> JobRequest:
+    """Every value within the configured limits (400/413/415/422 naming it otherwise) and the
+    seed drawn when absent; what the client left out stays None for the family to fill."""
+    limits = settings.limits
+    embedded = check_embedding_fields(job_in, uploads, limits)
+    prompt = embedded.mix_prompt() if job_in.kind == "mix" else _prompt(job_in, limits)
+    _check_ranges(job_in, limits)
     seed = job_in.seed if job_in.seed is not None else secrets.randbelow(MAX_SEED + 1)
-    _in_range("seed", seed, 0, MAX_SEED)
-    sampler = _choice("sampler", job_in.sampler, limits.samplers, limits.default_sampler)
-    steps = _steps(job_in, limits)
-    pg, dg = limits.prior_guidance, limits.decoder_guidance
-    image, mask = _images(kind, uploads, limits)
+    image, mask = (None, None) if embedded.replaces_uploads else _images(job_in.kind, uploads,
+                                                                          limits)  # fmt: skip
+    info = family_info(settings.family.expanduser().resolve())
+    params = JobParams.model_validate(
+        job_in.model_dump(exclude={"image", "mask", *DELIVERY_FIELDS, *EMBEDDING_FIELDS})
+        | {"prompt": prompt, "seed": seed}
+    )
     return JobRequest(
-        kind=kind,
-        prompt=prompt,
-        n=job_in.n,
-        size=size,
-        seed=seed,
-        sampler=sampler,
-        steps_prior=steps[0],
-        steps_decoder=steps[1],
-        steps_upsampler=steps[2],
-        prior_guidance=_guidance(
-            "prior_guidance", job_in.prior_guidance, pg.min, pg.max, pg.default
-        ),
-        decoder_guidance=_guidance(
-            "decoder_guidance", job_in.decoder_guidance, dg.min, dg.max, dg.default
-        ),
+        params=params,
         image=image,
         mask=mask,
+        native_size=None if info is None else info.native_size,
+        embedding=embedded.embedding,
+        mix=embedded.mix,
+        **_webhook(job_in, settings),
     )
+
+
+def _webhook(job_in: JobCreate, settings: Settings) -> dict[str, Any]:
+    """The checked webhook_url and webhook_events of a request (none without a URL)."""
+    if job_in.webhook_url is None:
+        if job_in.webhook_events is not None:
+            raise InvalidInput("webhook_events needs a webhook_url to send them to",
+                               param="webhook_events")  # fmt: skip
+        return {}
+    allow = settings.webhooks.allow_private_targets
+    allow = settings.env != "production" if allow is None else allow
+    return {
+        "webhook_url": check_webhook_url(job_in.webhook_url, allow_private=allow),
+        "webhook_events": check_webhook_events(job_in.webhook_events),
+    }

@@ -19,6 +19,8 @@ ALLOWED_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 # What the worker reads as a mask (worker/unclip/images.py): alpha 0, or white, marks the edit.
 MASK_MODES = ("RGBA", "LA", "PA", "P", "L", "1", "RGB")
+# Modes Pillow writes as PNG unchanged; others (CMYK, YCbCr JPEGs, PA) are converted.
+PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
 # Room for the JSON or multipart framing and the scalar fields around the uploads.
 FRAMING_BYTES = 64 * 1024
 # warnings.catch_warnings swaps process-wide filters; uploads are sniffed in a thread pool.
@@ -27,7 +29,7 @@ _WARNINGS_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class UploadedImage:
-    """An upload that Pillow decoded as an allowed format."""
+    """An upload that Pillow decoded as an allowed format, re-encoded as PNG for storage."""
 
     data: bytes
     format: str  # PNG | JPEG | WEBP
@@ -35,6 +37,7 @@ class UploadedImage:
     height: int
     mode: str
     transparency: bool = False  # a palette or grey image with a transparent colour
+    source_format: str = "PNG"  # what the client sent; `data` is always a re-encoded PNG
 
     @property
     def extension(self) -> str:
@@ -145,15 +148,36 @@ def sniff_image(data: bytes, *, param: str, limits: Limits) -> UploadedImage:
             "image",
             param=param,
         ) from exc
-    fmt = str(image.format)
+    transparency = "transparency" in image.info
+    stored, mode = _reencode(image, param)
     return UploadedImage(
-        data=data,
-        format=fmt,
+        data=stored,
+        format="PNG",
         width=width,
         height=height,
-        mode=image.mode,
-        transparency="transparency" in image.info,
+        mode=mode,
+        transparency=transparency,
+        source_format=str(image.format),
     )
+
+
+def _reencode(image: Image.Image, param: str) -> tuple[bytes, str]:
+    """The decoded pixels as a fresh PNG: no metadata, no trailing bytes, no polyglot; the
+    stored input is what Pillow decoded, not what the client sent."""
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if image.mode not in PNG_MODES:
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    options = {}
+    if "transparency" in image.info and image.mode in ("P", "L", "RGB", "1"):
+        options["transparency"] = image.info["transparency"]
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format="PNG", **options)
+    except (OSError, ValueError) as exc:
+        raise UnprocessableInput(
+            f"{param} could not be re-encoded ({exc}); send an RGB or RGBA image", param=param
+        ) from exc
+    return buffer.getvalue(), image.mode
 
 
 def check_square(image: UploadedImage, *, param: str) -> None:

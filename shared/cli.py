@@ -14,14 +14,25 @@ from typing import Protocol, cast
 
 # name -> (module, one-line help). Modules are imported by name, only for the chosen command.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("api.commands.up", "start the embedded stack: API and one worker serving all queues"),
+    "up": ("api.commands.up", "start the embedded stack: API, a worker on all queues, the sweeper"),
     "api": ("api.commands.api", "serve the HTTP API"),
     "migrate": ("shared.commands.migrate", "apply the database migrations"),
+    "keys": ("api.commands.keys", "create, list and revoke API keys"),
+    "sweeper": ("shared.commands.sweeper", "re-publish jobs that lost their message or worker"),
     "worker": ("worker.commands.worker", "run a Celery render worker for the given queues"),
     "render": ("worker.commands.render", "render in this process, without the service"),
     "import-karlo": ("worker.commands.import_karlo", "turn Karlo checkpoints into a model family"),
     "train": ("worker.commands.train", "train the shapes model family, one stage or all"),
     "eval": ("worker.commands.eval", "run ShapeEval on a model family"),
+    # Moderation (H-moderation): train the semantic stage's classifier head on the tuning set.
+    "moderation-head": ("worker.moderation.train_head", "train the moderation classifier head"),
+    "webhooks": ("shared.commands.webhooks", "send signed webhook deliveries (the dispatcher)"),
+    # Client commands: HTTP to a running server (typer + rich), see shared/client/commands.py.
+    "submit": ("shared.client.commands", "submit a job; --wait follows it and saves the PNGs"),
+    "watch": ("shared.client.commands", "follow a job's progress to its end"),
+    "jobs": ("shared.client.commands", "list your jobs"),
+    "cancel": ("shared.client.commands", "cancel a job"),
+    "fleet": ("shared.client.commands", "workers, queues and depth (admin key)"),
 }
 
 
@@ -49,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         top.error(f"unknown command {argv[0]!r}; choose one of: {', '.join(sorted(COMMANDS))}")
     module = _load(argv[0])
+    typer_entry = getattr(module, "run_typer", None)
+    if typer_entry is not None:  # a typer command module parses its own options
+        return cast(int, typer_entry(argv[0], argv[1:]))
     parser = argparse.ArgumentParser(prog=f"unclip {argv[0]}", description=COMMANDS[argv[0]][1])
     module.add_arguments(parser)
     return module.run(parser.parse_args(argv[1:]))

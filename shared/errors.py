@@ -52,10 +52,44 @@ class NotFound(UnclipError):
     code = "not_found"
 
 
+class Gone(UnclipError):
+    """The job's files were removed: retention expired it, or its owner deleted it (HTTP 410)."""
+
+    code = "expired"
+
+
 class Conflict(UnclipError):
     """The request is valid but the job's state forbids it, e.g. cancelling a finished job (409)."""
 
     code = "conflict"
+
+
+class Unauthenticated(UnclipError):
+    """A missing, unknown, revoked or suspended API key (HTTP 401)."""
+
+    code = "invalid_api_key"
+
+
+class PermissionDenied(UnclipError):
+    """A valid key that may not do this, e.g. a non-admin key on /v1/admin (HTTP 403)."""
+
+    code = "permission_denied"
+
+
+class RateLimited(UnclipError):
+    """Too many requests for this key now (HTTP 429 with Retry-After)."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
+
+class QuotaExceeded(RateLimited):
+    """The key has as many active (queued or running) jobs as it may (HTTP 429)."""
+
+    code = "quota_exceeded"
 
 
 class QueueUnavailable(UnclipError):
@@ -66,6 +100,12 @@ class QueueUnavailable(UnclipError):
     def __init__(self, message: str, *, retry_after_s: int = 30) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class DatabaseUnavailable(UnclipError):
+    """The database is down, hung or refusing connections now (HTTP 503 with Retry-After)."""
+
+    code = "database_unavailable"
 
 
 class StorageError(UnclipError):

@@ -9,76 +9,129 @@ from typing import Literal, Self
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SIZES = ("64x64", "128x128", "256x256", "512x512", "1024x1024")
-SAMPLERS = ("ddpm", "ddim", "dpmpp_2m")
+from shared.job_params import MAX_GUIDANCE, MAX_N, MAX_PROMPT_CHARS, MAX_STEPS, SAMPLERS, SIZES
+
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "admin", "secret", "password"})
 MIN_PRODUCTION_SECRET_CHARS = 16
 
 
+# Job limits (issue 14, H-params): the options and ceilings are shared/job_params.py's; these
+# narrow them per deployment. What a job leaves out comes from the family's family.json
+# defaults (filled by the worker), not from settings.
 class Range(BaseModel):
-    """An inclusive numeric range with a default inside it."""
+    """An inclusive numeric range."""
 
-    min: float
-    max: float
-    default: float
+    min: float = Field(ge=0.0)
+    max: float = Field(le=MAX_GUIDANCE)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
-        if not self.min <= self.default <= self.max:
-            raise ValueError(
-                f"range needs min <= default <= max, got {self.min} / {self.default} / {self.max}"
-            )
+        if not self.min <= self.max:
+            raise ValueError(f"range needs min <= max, got {self.min} / {self.max}")
         return self
 
 
 class StepLimits(BaseModel):
-    """Diffusion steps allowed per stage, and the defaults a job gets when it names none."""
+    """The most diffusion steps a job may ask of each stage."""
 
-    max_prior: int = Field(default=100, ge=1)
-    max_decoder: int = Field(default=250, ge=1)
-    max_upsampler: int = Field(default=50, ge=1)
-    default_prior: int = Field(default=10, ge=1)
-    default_decoder: int = Field(default=10, ge=1)
-    default_upsampler: int = Field(default=4, ge=1)
-
-    @model_validator(mode="after")
-    def _defaults_within(self) -> Self:
-        for stage in ("prior", "decoder", "upsampler"):
-            default, top = getattr(self, f"default_{stage}"), getattr(self, f"max_{stage}")
-            if default > top:
-                raise ValueError(f"default_{stage}={default} exceeds max_{stage}={top}")
-        return self
+    max_prior: int = Field(default=100, ge=1, le=MAX_STEPS)
+    max_decoder: int = Field(default=250, ge=1, le=MAX_STEPS)
+    max_upsampler: int = Field(default=50, ge=1, le=MAX_STEPS)
 
 
 class Limits(BaseModel):
     """What a request may ask for. Environment: UNCLIP_LIMITS__<FIELD> (UNCLIP_LIMITS__MAX_N)."""
 
-    max_prompt_chars: int = Field(default=1000, ge=1)
+    max_prompt_chars: int = Field(default=1000, ge=1, le=MAX_PROMPT_CHARS)
     min_n: int = Field(default=1, ge=1)
-    max_n: int = Field(default=10, ge=1)
+    max_n: int = Field(default=10, ge=1, le=MAX_N)
     sizes: tuple[str, ...] = SIZES
-    # 256x256 is what the upsampler of the shipped family (and Karlo) produces natively.
-    default_size: str = "256x256"
     max_upload_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=2048 * 2048, ge=1)
     steps: StepLimits = StepLimits()
-    prior_guidance: Range = Range(min=0.0, max=20.0, default=4.0)
-    decoder_guidance: Range = Range(min=0.0, max=20.0, default=8.0)
+    prior_guidance: Range = Range(min=0.0, max=20.0)
+    decoder_guidance: Range = Range(min=0.0, max=20.0)
     samplers: tuple[str, ...] = SAMPLERS
-    default_sampler: str = "ddim"
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.min_n > self.max_n:
             raise ValueError(f"min_n={self.min_n} exceeds max_n={self.max_n}")
-        bad = [s for s in self.sizes if s not in SIZES]
-        if bad or not self.sizes:
-            raise ValueError(f"sizes {list(self.sizes)} must be a non-empty subset of {SIZES}")
-        if self.default_size not in self.sizes:
-            raise ValueError(f"default_size {self.default_size!r} is not one of {self.sizes}")
-        if self.default_sampler not in self.samplers:
-            raise ValueError(f"default_sampler {self.default_sampler!r} not in {self.samplers}")
+        for name, allowed in (("sizes", SIZES), ("samplers", SAMPLERS)):
+            chosen = getattr(self, name)
+            if not chosen or any(value not in allowed for value in chosen):
+                raise ValueError(
+                    f"{name} {list(chosen)} must be a non-empty subset of {list(allowed)}"
+                )
         return self
+
+
+# Fleet view, metrics and logs (issue 10, H-observability). Environment: UNCLIP_FLEET__<FIELD>.
+class Fleet(BaseModel):
+    """The worker registry and `GET /v1/fleet`; workers reuse heartbeat_interval_s/_stale_s."""
+
+    # Throughput per stage counts stage attempts finished within this window.
+    throughput_window_s: float = Field(default=300.0, gt=0)
+    # Registry rows of workers stopped or lost longer ago than this are deleted.
+    retention_s: float = Field(default=24 * 3600.0, gt=0)
+    # Each worker serves Prometheus /metrics on this port (None, "" or "off": no endpoint; 0: any
+    # free port).
+    metrics_port: int | None = Field(default=9808, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # Worker log lines: one JSON object each, or structlog's console renderer for humans.
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _port_off(cls, value: object) -> object:
+        """An empty value or "off" turns the worker endpoint off (environments hold strings)."""
+        return None if isinstance(value, str) and value.strip().lower() in ("", "off") else value
+
+
+class Sweeper(BaseModel):
+    """The sweeper (shared/sweeper.py). Environment: UNCLIP_SWEEPER__<FIELD>.
+
+    Every `interval_s` it re-publishes jobs that should be moving but have no message or claim:
+    queued or between stages with no claim for `stuck_after_s`, claims whose heartbeat went
+    stale (heartbeat_stale_s), and stage messages recorded in the outbox but never published.
+    """
+
+    stuck_after_s: float = Field(default=300.0, gt=0)
+    interval_s: float = Field(default=15.0, gt=0)
+
+
+# Dynamic batching (issue 10, H-throughput; worker/tasks/batching.py).
+class Batch(BaseModel):
+    """Environment: UNCLIP_BATCH__<FIELD>. A stage worker that picks up a job also claims up
+    to `max` - 1 compatible jobs waiting in the database (same stage, steps, sampler and size),
+    looking for them for up to `wait_ms`, and runs them as one batch of the model library.
+    `max` = 1 (the default) renders every job alone."""
+
+    max: int = Field(default=1, ge=1, le=64)
+    wait_ms: int = Field(default=0, ge=0, le=60_000)
+
+
+# Webhooks and job events (issue 15). Environment: UNCLIP_WEBHOOKS__<FIELD>.
+class Webhooks(BaseModel):
+    """Signed webhook deliveries (Standard Webhooks), sent from the outbox by a dispatcher."""
+
+    # Private, loopback and link-local targets: None means allowed outside production only.
+    allow_private_targets: bool | None = None
+    # Seconds a receiver has to answer one delivery attempt.
+    timeout_s: float = Field(default=10.0, gt=0)
+    # How often the dispatcher looks for due deliveries.
+    poll_interval_s: float = Field(default=0.5, gt=0)
+
+
+# Retention (issue 15). Environment: UNCLIP_RETENTION__<FIELD>; None keeps things forever.
+class Retention(BaseModel):
+    """How long a finished job keeps its files; the cleanup runs in the sweeper's loop."""
+
+    # After this many seconds from finishing, a job's inputs, images and embeddings are
+    # deleted from storage and the job is `expired` (its images answer 410).
+    job_s: float | None = Field(default=None, gt=0)
+    # Inputs (uploaded image and mask) may go earlier than the outputs.
+    inputs_s: float | None = Field(default=None, gt=0)
 
 
 class Settings(BaseSettings):
@@ -107,12 +160,50 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=3600, ge=1)
     max_attempts: int = Field(default=3, ge=1)
     progress_interval_s: float = Field(default=1.0, gt=0)
+    # How often a running stage reads its job's status to see a cancel (0: every step).
+    cancel_check_interval_s: float = Field(default=0.25, ge=0)
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     heartbeat_stale_s: float = Field(default=120.0, gt=0)
     broker_retry_after_s: int = Field(default=30, ge=1)
+    # Fleet reliability (issue 10, H-reliability): the sweeper, graceful drain, timeouts.
+    sweeper: Sweeper = Sweeper()
+    # SIGTERM: a running stage may finish within this long, else it stops at a step boundary
+    # and hands its job back. Compose's stop_grace_period must exceed it.
+    drain_timeout_s: float = Field(default=60.0, ge=0)
+    # Dependencies fail fast: connect and statement/socket timeouts on PostgreSQL and Redis.
+    db_connect_timeout_s: int = Field(default=2, ge=1)
+    db_statement_timeout_s: float = Field(default=5.0, gt=0)
+    broker_socket_timeout_s: float = Field(default=2.0, gt=0)
     moderation_policy: Path = Path("policies/default.yaml")
     moderation_text_encoder: Literal["minilm", "clip"] = "minilm"
     admin_token: SecretStr = SecretStr("change-me")
+    # API keys, rate limits, quotas, idempotency (issue 14, H-auth; api/auth.py).
+    # require_api_keys defaults to true in production: keyless requests then get a 401.
+    require_api_keys: bool = Field(default_factory=lambda data: data.get("env") == "production")
+    # Server secret of the keyed hash (HMAC-SHA256) under which API keys are stored.
+    api_key_secret: SecretStr = SecretStr("change-me")
+    # Defaults for keys that set no rpm / max_active_jobs of their own (create endpoints).
+    key_default_rpm: int = Field(default=60, ge=1)
+    key_default_max_active_jobs: int = Field(default=8, ge=1)
+    # OpenAI-compatible images (issue 14, H-openai; api/routes/images.py, shared/image_urls.py).
+    # How long POST /v1/images/* waits for its job before answering 504 (code "timeout").
+    sync_timeout_s: float = Field(default=300.0, gt=0)
+    # Image URLs in responses are signed (HMAC-SHA256 with url_signing_secret) and expire
+    # image_url_ttl_s after they are made; built on public_base_url, required in production.
+    image_url_ttl_s: int = Field(default=3600, ge=1)
+    url_signing_secret: SecretStr = SecretStr("change-me")
+    # Fleet view, worker /metrics and structured logs (issue 10, H-observability).
+    fleet: Fleet = Fleet()
+    # Webhook deliveries and their dispatcher (issue 15).
+    webhooks: Webhooks = Webhooks()
+    retention: Retention = Retention()
+    # Dynamic batching of compatible jobs (issue 10, H-throughput).
+    batch: Batch = Batch()
+    # Moderation round 2 (issue 13, H-moderation): on PostgreSQL `unclip migrate` connects
+    # with this owner URL (it owns the tables and the ledger's triggers) and grants the role of
+    # database_url (the API's and the workers') only INSERT and SELECT on the ledger. Empty:
+    # migrate with database_url itself (one role; the ledger's owner can bypass its triggers).
+    migration_database_url: str = ""
 
     @field_validator("storage_url")
     @classmethod
@@ -179,6 +270,44 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"database_url {self.database_url!r} is SQLite; production needs "
                 "postgresql+psycopg://... (UNCLIP_DATABASE_URL)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _api_keys_safe(self) -> Self:
+        key_secret = self.api_key_secret.get_secret_value()
+        if self.env == "production" and (
+            key_secret.lower() in PLACEHOLDER_SECRETS
+            or len(key_secret) < MIN_PRODUCTION_SECRET_CHARS
+        ):
+            raise ValueError(
+                "api_key_secret is a placeholder or shorter than "
+                f"{MIN_PRODUCTION_SECRET_CHARS} characters; set UNCLIP_API_KEY_SECRET to a real "
+                "secret in production"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _image_urls_safe(self) -> Self:
+        if self.public_base_url is not None and not self.public_base_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError(
+                f"public_base_url {self.public_base_url!r} must start with http:// or https://"
+            )
+        if self.env != "production":
+            return self
+        if not self.public_base_url:
+            raise ValueError(
+                "public_base_url is not set; production builds image URLs only on "
+                "UNCLIP_PUBLIC_BASE_URL (e.g. https://images.example.com), never the Host header"
+            )
+        secret = self.url_signing_secret.get_secret_value()
+        if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < MIN_PRODUCTION_SECRET_CHARS:
+            raise ValueError(
+                "url_signing_secret is a placeholder or shorter than "
+                f"{MIN_PRODUCTION_SECRET_CHARS} characters; set UNCLIP_URL_SIGNING_SECRET to a "
+                "real secret in production"
             )
         return self
 

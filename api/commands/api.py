@@ -27,6 +27,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise SystemExit(f"--port {args.port} is out of range; use 1-65535")
-    app = create_app(get_settings())
+    settings = get_settings()
+    if settings.public_base_url is None:  # development only: production requires it
+        # Image URLs point at the address served here, not at whatever Host a request names.
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+        host = f"[{host}]" if ":" in host else host
+        settings = settings.model_copy(update={"public_base_url": f"http://{host}:{args.port}"})
+    app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -1,4 +1,5 @@
-"""`unclip up [--host H] [--port P]`: migrate, then run the API and an all-queue worker."""
+"""`unclip up [--host H] [--port P]`: migrate, then the API, a worker, the sweeper and the
+webhook dispatcher."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from types import FrameType
 
 from api.commands.api import DEFAULT_HOST, DEFAULT_PORT
 
-STOP_TIMEOUT_S = 60.0
+# Past the worker's drain timeout (UNCLIP_DRAIN_TIMEOUT_S), children left are killed.
+STOP_MARGIN_S = 30.0
 POLL_S = 0.5
 
 
@@ -24,12 +26,19 @@ def _unclip(*argv: str) -> list[str]:
     return [sys.executable, "-m", "shared.cli", *argv]
 
 
+def stop_timeout_s() -> float:
+    """How long children get after SIGTERM: the worker's drain timeout and a margin."""
+    from shared.settings import get_settings
+
+    return get_settings().drain_timeout_s + STOP_MARGIN_S
+
+
 def stop_children(children: list[subprocess.Popen[bytes]]) -> int:
     """SIGTERM every live child, wait for them, SIGKILL what is left; the worst exit status."""
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    deadline = time.monotonic() + stop_timeout_s()
     for child in children:
         try:
             child.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -60,12 +69,17 @@ def run(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         children.append(subprocess.Popen(_unclip("worker", "--queues", "prior,decoder,upsampler")))
+        # Re-publishes jobs whose message or worker was lost (shared/sweeper.py).
+        children.append(subprocess.Popen(_unclip("sweeper")))
+        # Sends signed webhook deliveries from their outbox (shared/webhooks/dispatcher.py).
+        children.append(subprocess.Popen(_unclip("webhooks")))
         children.append(
             subprocess.Popen(_unclip("api", "--host", args.host, "--port", str(args.port)))
         )
         print(
-            f"unclip up: API on http://{args.host}:{args.port}, worker on all queues; "
-            "Ctrl-C stops both",
+            f"unclip up: API on http://{args.host}:{args.port}, worker on all queues, sweeper, "
+            "webhook dispatcher; "
+            "Ctrl-C stops them",
             flush=True,
         )
         while all(c.poll() is None for c in children):
@@ -78,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         stop_children(children)
         return 1
     except _Stop as stop:
-        print(f"unclip up: {stop}, stopping the API and the worker", flush=True)
+        print(f"unclip up: {stop}, stopping the API, the worker, the sweeper and the dispatcher",
+              flush=True)  # fmt: skip
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, signal.SIG_IGN)
         return stop_children(children)

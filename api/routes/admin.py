@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
+from api.auth import require_admin_principal
 from api.deps import QueueDep, SessionDep, SettingsDep
 from api.schemas.admin import (
     ModeratedJobPublic,
@@ -28,36 +28,22 @@ from shared.settings import Settings
 MAX_PAGE = 200
 
 
-def require_admin(
-    settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
-) -> None:
-    """Accept only `Authorization: Bearer <settings.admin_token>`."""
-    scheme, _, token = (authorization or "").partition(" ")
-    expected = settings.admin_token.get_secret_value()
-    if scheme.lower() != "bearer" or not token:
-        raise HTTPException(401, "admin endpoints need Authorization: Bearer <admin token>",
-                            headers={"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(token.encode(), expected.encode()):
-        raise HTTPException(403, "the bearer token is not the admin token (UNCLIP_ADMIN_TOKEN)")
-
-
 router = APIRouter(
-    prefix="/v1/admin/moderation", tags=["admin"], dependencies=[Depends(require_admin)]
+    # Admin keys (or the bootstrap UNCLIP_ADMIN_TOKEN), checked by api/auth.py.
+    prefix="/v1/admin/moderation",
+    tags=["admin"],
+    dependencies=[Depends(require_admin_principal)],
 )
 
 
-def _base_url(request: Request, settings: Settings) -> str:
-    return settings.public_base_url or str(request.base_url)
-
-
-def _views(session: Session, jobs: list[Job], base_url: str) -> list[ModeratedJobPublic]:
+def _views(session: Session, jobs: list[Job], settings: Settings) -> list[ModeratedJobPublic]:
     ids = [job.id for job in jobs]
     verdicts = ledger.verdicts_for_jobs(session=session, job_ids=ids)
     reviews = ledger.reviews_for_jobs(session=session, job_ids=ids)
     images = job_store.published_images_by_job(session=session, job_ids=ids)
     return [
         ModeratedJobPublic(
-            job=job_public(job, images[job.id], base_url),
+            job=job_public(job, images[job.id], settings),
             verdicts=[verdict_public(v) for v in verdicts[job.id]],
             reviews=[review_public(r) for r in reviews[job.id]],
         )
@@ -77,7 +63,7 @@ def list_moderated_jobs(
     jobs = ledger.list_moderated_jobs(
         session=session, statuses=status or ["held", "rejected"], limit=limit
     )
-    return ModeratedJobsPublic(data=_views(session, jobs, _base_url(request, settings)))
+    return ModeratedJobsPublic(data=_views(session, jobs, settings))
 
 
 @router.get("/jobs/{job_id}", response_model=ModeratedJobPublic)
@@ -86,7 +72,22 @@ def read_moderated_job(
 ) -> ModeratedJobPublic:
     """One job with its verdicts and reviews (any status: the ledger keeps every check)."""
     job = job_store.get_job(session=session, job_id=job_id)
-    return _views(session, [job], _base_url(request, settings))[0]
+    return _views(session, [job], settings)[0]
+
+
+def commit_review(session: Session, queue: QueueDep, outcome: ledger.ReviewOutcome) -> None:
+    """Commit a review, then send a released job that was not rendered back to the queue
+    (also the path of an upheld appeal, api/routes/appeals.py)."""
+    session.commit()
+    if outcome.requeue:
+        try:
+            queue.enqueue(outcome.job.id, Stage.prior, outcome.job.attempt)
+        except QueueUnavailable as exc:
+            job_store.mark_enqueue_failed(session=session, job_id=outcome.job.id,
+                                          message=exc.message)
+            session.commit()
+            raise
+    session.refresh(outcome.job)
 
 
 def _review(
@@ -96,16 +97,8 @@ def _review(
     outcome = ledger.review_job(
         session=session, job_id=job_id, action=action, reason=body.reason, reviewer=body.reviewer
     )
-    session.commit()
-    if outcome.requeue:
-        try:
-            queue.enqueue(job_id, Stage.prior, outcome.job.attempt)
-        except QueueUnavailable as exc:
-            job_store.mark_enqueue_failed(session=session, job_id=job_id, message=exc.message)
-            session.commit()
-            raise
-    session.refresh(outcome.job)
-    view = _views(session, [outcome.job], _base_url(request, settings))[0]
+    commit_review(session, queue, outcome)
+    view = _views(session, [outcome.job], settings)[0]
     return ReviewResult(
         **view.model_dump(), published_images=outcome.published, requeued=outcome.requeue
     )

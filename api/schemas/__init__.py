@@ -7,9 +7,6 @@ from api.schemas.jobs import (
     JobError,
     JobPublic,
     JobsPublic,
-    StepsIn,
-    StepsPublic,
-    image_url,
     job_public,
 )
 
@@ -21,8 +18,5 @@ __all__ = [
     "JobError",
     "JobPublic",
     "JobsPublic",
-    "StepsIn",
-    "StepsPublic",
-    "image_url",
     "job_public",
 ]

@@ -16,8 +16,10 @@ from sqlalchemy import ColumnElement, CursorResult, and_, func, or_, select, upd
 from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
+from shared.db.job_events import record_event, record_status_event
 from shared.db.models import Job, JobImage, StageAttempt
 from shared.db.states import STAGE_ORDER, JobStatus, Stage, next_stage
+from shared.metrics import count_finished
 
 # Where each stage's output key lives on the job row (the upsampler's outputs are job_images).
 OUTPUT_COLUMN = {"prior": Job.prior_output_key, "decoder": Job.decoder_output_key}
@@ -62,9 +64,16 @@ def _rowcount(result: object) -> int:
     return int(result.rowcount)
 
 
+# A stage attempt handed back through no fault of the job (a draining or unhealthy worker)
+# does not count against max_attempts; every other attempt does.
+RELEASED = "released"
+
+
 def count_stage_attempts(session: Session, *, job_id: str, stage: str) -> int:
-    """How many times this stage of the job has been claimed."""
-    query = select(func.count()).where(StageAttempt.job_id == job_id, StageAttempt.stage == stage)
+    """How many times this stage of the job has been claimed, not counting hand-backs."""
+    query = select(func.count()).where(
+        StageAttempt.job_id == job_id, StageAttempt.stage == stage, StageAttempt.status != RELEASED
+    )
     return int(session.execute(query).scalar_one())
 
 
@@ -99,7 +108,7 @@ def claim_stage(
     )
     if count_stage_attempts(session, job_id=job_id, stage=stage) >= max_attempts:
         message = f"stage {stage} was tried {max_attempts} times (max_attempts={max_attempts})"
-        session.execute(
+        failed = session.execute(
             update(Job)
             .where(claimable)
             .values(
@@ -110,6 +119,9 @@ def claim_stage(
                 finished_at=now,
             )
         )
+        if _rowcount(failed) == 1:
+            count_finished(JobStatus.failed.value)  # unclip_jobs_finished_total
+            record_event(session, job_id, "failed", {"code": TOO_MANY_ATTEMPTS, "stage": stage})
         _close_running(session, job_id=job_id, stage=stage, status="lost", now=now)
         return None
     attempt = session.execute(
@@ -142,6 +154,7 @@ def claim_stage(
         )
     )
     session.flush()
+    record_event(session, job_id, "started", {"stage": stage.value, "attempt": attempt})
     return Claim(job_id=job_id, stage=stage, attempt=attempt, worker_id=worker_id)
 
 
@@ -210,7 +223,12 @@ def record_progress(
             heartbeat_at=now or utcnow(),
         )
     )
-    return _rowcount(result) == 1
+    if _rowcount(result) != 1:
+        return False
+    record_event(session, claim.job_id, "progress", {
+        "stage": claim.stage.value, "step": step, "steps": total,
+        "overall": round(min(max(progress, 0.0), 1.0), 4)})  # fmt: skip
+    return True
 
 
 def job_status(session: Session, job_id: str) -> str | None:
@@ -258,6 +276,9 @@ def complete_stage(
         attempt=claim.attempt,
     )
     add_images(session, claim, images, publish=publish)
+    record_event(session, claim.job_id, "stage_done", {"stage": claim.stage.value})
+    if values["status"] == JobStatus.succeeded and publish:
+        record_status_event(session, claim.job_id, JobStatus.succeeded.value)
     return True
 
 
@@ -311,7 +332,11 @@ def fail_stage(
         attempt=claim.attempt,
         error=f"{error_code}: {error_message}",
     )
-    return _rowcount(session.execute(update(Job).where(_owned(claim)).values(**values))) == 1
+    moved = _rowcount(session.execute(update(Job).where(_owned(claim)).values(**values))) == 1
+    if moved and not retry:
+        record_event(session, claim.job_id, "failed", {"stage": claim.stage.value,
+                                                       "code": error_code})  # fmt: skip
+    return moved
 
 
 def close_cancelled(session: Session, claim: Claim, *, now: datetime | None = None) -> None:
@@ -330,3 +355,59 @@ def close_cancelled(session: Session, claim: Claim, *, now: datetime | None = No
         .where(Job.id == claim.job_id, Job.attempt == claim.attempt)
         .values(worker_id=None, heartbeat_at=None)
     )
+
+
+def release_claim(
+    session: Session,
+    claim: Claim,
+    *,
+    status: str,
+    error: str | None = None,
+    stale_before: datetime | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Let go of a live claim so the next delivery can claim the stage at once.
+
+    `status` is the attempt's end: "released" (handed back: not counted against max_attempts)
+    or "lost" (the attempt died: counted). With `stale_before`, only a claim whose heartbeat
+    is older than that is released (the sweeper must not take a claim that just beat).
+    False when the claim was already gone.
+    """
+    now = now or utcnow()
+    condition = _owned(claim)
+    if stale_before is not None:
+        condition = and_(condition, Job.heartbeat_at < stale_before)
+    released = session.execute(
+        update(Job).where(condition).values(worker_id=None, heartbeat_at=None)
+    )
+    if _rowcount(released) != 1:
+        return False
+    _close_running(
+        session, job_id=claim.job_id, stage=claim.stage, status=status, now=now,
+        attempt=claim.attempt, error=error,
+    )  # fmt: skip
+    return True
+
+
+def release_dead_worker(
+    session: Session,
+    *,
+    job_id: str,
+    stage: str,
+    worker_id: str,
+    error: str,
+    now: datetime | None = None,
+) -> Claim | None:
+    """Release the claim `worker_id` holds on the job's stage: its process is known dead.
+
+    The worker's main process calls this when a pool child is lost or killed by the time
+    limit, so a redelivered message takes over now, not once the heartbeat is stale.
+    """
+    stage = _check_stage(stage)
+    attempt = session.execute(
+        select(Job.attempt).where(Job.id == job_id, Job.status == stage, Job.worker_id == worker_id)
+    ).scalar_one_or_none()
+    if attempt is None:
+        return None
+    claim = Claim(job_id=job_id, stage=stage, attempt=attempt, worker_id=worker_id)
+    return claim if release_claim(session, claim, status="lost", error=error, now=now) else None

@@ -1,17 +1,79 @@
-"""Engine and session factory built from settings; SQLite gets foreign keys, WAL and a busy wait."""
+"""Engine and session factory built from settings; every backend fails fast when it is down.
+
+PostgreSQL gets a connect timeout, a statement timeout, TCP keepalives and client-side call
+deadlines (shared/db/deadline.py), so a server that is down or hung is noticed in seconds;
+SQLite gets foreign keys, WAL and a bounded busy wait. Either way an outage surfaces as
+DatabaseUnavailable (an OperationalError too), which the API answers with 503.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
+from shared.db.deadline import install_deadlines
+from shared.errors import DatabaseUnavailable
 from shared.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Waiting for a free pooled connection: past this the caller gets a TimeoutError (503).
+POOL_TIMEOUT_S = 5.0
+DEFAULT_CONNECT_TIMEOUT_S = 10
+# A call still unanswered this long after the server's statement timeout: the server is gone.
+DEADLINE_MARGIN_S = 1.0
+
+
+class DatabaseUnavailableError(DatabaseUnavailable, OperationalError):  # type: ignore[misc]
+    """A database outage raised by our engines: the domain error (503 in the API) that is
+    still the OperationalError SQLAlchemy raised, so code catching that keeps working."""
+
+    def __init__(self, cause: DBAPIError) -> None:
+        original = cast(BaseException, cause.orig)
+        OperationalError.__init__(
+            self, cause.statement, cause.params, original, hide_parameters=True,
+            connection_invalidated=cause.connection_invalidated,
+        )  # fmt: skip
+        first = str(cause.orig or cause).strip().splitlines()
+        self.message = f"the database is unavailable: {first[0] if first else type(cause).__name__}"
+        self.param = None
+
+
+class PoolExhaustedError(DatabaseUnavailable, PoolTimeoutError):  # type: ignore[misc]
+    """No pooled connection came free within the pool timeout (the database is hung)."""
+
+    def __init__(self, message: str) -> None:
+        PoolTimeoutError.__init__(self, message)
+        self.message = f"the database is unavailable: {message}"
+        self.param = None
+
+
+class _FailFastPool(QueuePool):
+    """A QueuePool whose exhaustion is the domain's DatabaseUnavailable."""
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        try:
+            return super()._do_get()
+        except PoolTimeoutError as exc:
+            if isinstance(exc, DatabaseUnavailable):
+                raise
+            raise PoolExhaustedError(str(exc).split(" (Background")[0]) from exc
+
+
+def _as_outage(context: ExceptionContext) -> None:
+    """handle_error hook: a connection failure or timeout becomes DatabaseUnavailableError."""
+    error = context.sqlalchemy_exception
+    if context.is_pre_ping or not isinstance(error, DBAPIError):
+        return  # the pool's own liveness check handles (and retries) its failures
+    outage = isinstance(error, (OperationalError, InterfaceError)) or context.is_disconnect
+    if outage and not isinstance(error, DatabaseUnavailableError):
+        raise DatabaseUnavailableError(error) from context.original_exception
 
 
 def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -23,11 +85,53 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def engine_for_url(url: str) -> Engine:
-    """An engine for `url`; SQLite files get their folder created and their pragmas set."""
+def postgres_connect_args(
+    *, connect_timeout_s: int, statement_timeout_s: float | None
+) -> dict[str, Any]:
+    """libpq parameters: bounded connect, bounded statements, dead peers noticed in seconds."""
+    args: dict[str, Any] = {
+        "connect_timeout": connect_timeout_s,
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        # Unacknowledged data older than this drops the connection (a partitioned server).
+        "tcp_user_timeout": 10_000,
+    }
+    if statement_timeout_s is not None:
+        ms = int(statement_timeout_s * 1000)
+        args["options"] = f"-c statement_timeout={ms} -c lock_timeout={ms}"
+    return args
+
+
+def engine_for_url(
+    url: str,
+    *,
+    connect_timeout_s: int = DEFAULT_CONNECT_TIMEOUT_S,
+    statement_timeout_s: float | None = None,
+) -> Engine:
+    """An engine for `url`; SQLite files get their folder created and their pragmas set.
+
+    `statement_timeout_s` None (migrations) lets statements run as long as they need.
+    """
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = postgres_connect_args(
+            connect_timeout_s=connect_timeout_s, statement_timeout_s=statement_timeout_s
+        )
+        engine = create_engine(
+            url, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_S, poolclass=_FailFastPool,
+            connect_args=connect_args,
+        )  # fmt: skip
+        event.listen(engine, "handle_error", _as_outage)
+        if statement_timeout_s is not None:  # the server's own timeout answers first
+            install_deadlines(
+                engine, statement_s=statement_timeout_s + DEADLINE_MARGIN_S,
+                ping_s=float(connect_timeout_s),
+            )  # fmt: skip
+        return engine
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_S)
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -35,12 +139,17 @@ def engine_for_url(url: str) -> Engine:
         url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     )
     event.listen(engine, "connect", _enable_sqlite_pragmas)
+    event.listen(engine, "handle_error", _as_outage)
     return engine
 
 
 def make_engine(settings: Settings) -> Engine:
-    """The engine for settings.database_url."""
-    return engine_for_url(settings.database_url)
+    """The engine for settings.database_url, with the settings' connect and statement timeouts."""
+    return engine_for_url(
+        settings.database_url,
+        connect_timeout_s=settings.db_connect_timeout_s,
+        statement_timeout_s=settings.db_statement_timeout_s,
+    )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -5,16 +5,22 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.base import new_id
 from shared.db.models import Job, JobImage
 from shared.db.states import CANCELLABLE, JobStatus, transition
 from shared.errors import Conflict, InvalidInput, NotFound
+from shared.job_params import JobParams, ParamsUsed
+from shared.storable import check_storable
+
+if TYPE_CHECKING:  # shared.db.ownership imports this module
+    from shared.db.ownership import Owner
 
 QUEUE_UNAVAILABLE = "queue_unavailable"
 CANCELLED_BY_CLIENT = "cancelled_by_client"
@@ -22,24 +28,25 @@ CANCELLED_BY_CLIENT = "cancelled_by_client"
 
 @dataclass(frozen=True)
 class NewJob:
-    """A validated request, ready to become a job row."""
+    """A validated request, ready to become a job row (its seed drawn by now)."""
 
-    kind: str
-    prompt: str
-    n: int
-    size: str
-    seed: int
-    sampler: str
-    steps_prior: int
-    steps_decoder: int
-    steps_upsampler: int
-    prior_guidance: float
-    decoder_guidance: float
+    params: JobParams
+    native_size: str | None = None  # the family's output size, as the API read it
     input_image_key: str | None = None
     mask_key: str | None = None
     webhook_url: str | None = None
+    webhook_events: str | None = None  # comma-separated; None: completed only
     api_key_id: str | None = None
     idempotency_key: str | None = None
+    # Issue 15 (embedding-level API, replay): see the columns in shared/db/models/job.py.
+    input_embedding_id: str | None = None
+    input_embedding_key: str | None = None
+    mix: list[dict[str, Any]] | None = None
+    replay_of: str | None = None
+    replay_expect: dict[str, Any] | None = None
+
+
+ROW_EXTRAS = tuple(f.name for f in fields(NewJob) if f.name != "params")
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,8 @@ def create_job(*, session: Session, job_in: NewJob, job_id: str | None = None) -
         status=JobStatus.queued.value,
         attempt=0,
         progress=0.0,
-        **asdict(job_in),
+        **job_in.params.row_values(),
+        **{name: getattr(job_in, name) for name in ROW_EXTRAS},
     )
     session.add(job)
     session.flush()
@@ -97,21 +105,52 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         when = datetime.fromisoformat(created)
         if when.tzinfo is None or not isinstance(job_id, str):
             raise ValueError("cursor without zone or id")
+        check_storable(job_id, param="cursor")
         return when, job_id
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         raise InvalidInput(
             f"cursor {cursor!r} is not valid; pass the next_cursor of a previous page",
             param="cursor",
         ) from exc
 
 
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs a listing shows; None (or empty) leaves that criterion out."""
+
+    statuses: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
 def list_jobs(
-    *, session: Session, limit: int, cursor: str | None = None, api_key_id: str | None = None
+    *,
+    session: Session,
+    limit: int,
+    cursor: str | None = None,
+    api_key_id: str | None = None,
+    owner: Owner | None = None,
+    where: JobFilter = JobFilter(),
 ) -> JobPage:
-    """Jobs newest first, `limit` per page, after `cursor` (ordered by created_at, then id)."""
+    """Jobs newest first, `limit` per page, after `cursor` (ordered by created_at, then id).
+
+    `owner` (shared.db.ownership) limits them to what that caller may see; `where` filters
+    by status, kind and creation time.
+    """
     query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     if api_key_id is not None:
         query = query.where(Job.api_key_id == api_key_id)
+    if owner is not None:
+        query = query.where(owner.clause())
+    if where.statuses:
+        query = query.where(Job.status.in_(where.statuses))
+    if where.kinds:
+        query = query.where(Job.kind.in_(where.kinds))
+    if where.created_after is not None:
+        query = query.where(Job.created_at > where.created_after)
+    if where.created_before is not None:
+        query = query.where(Job.created_at < where.created_before)
     if cursor:
         created, job_id = decode_cursor(cursor)
         query = query.where(
@@ -191,3 +230,14 @@ def get_published_image(*, session: Session, job_id: str, index: int) -> JobImag
     if image is None:
         raise NotFound(f"job {job_id} has no published image {index}", param="index")
     return image
+
+
+def record_params_used(*, session: Session, job_id: str, used: ParamsUsed) -> ParamsUsed:
+    """Record what the job runs with, once: a later stage or attempt keeps the first record."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.params_used.is_(None))
+        .values(params_used=used.model_dump(mode="json"))
+    )
+    stored = session.execute(select(Job.params_used).where(Job.id == job_id)).scalar_one()
+    return ParamsUsed.model_validate(stored)

@@ -11,8 +11,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
 from shared.db.base import utcnow
+from shared.db.job_events import record_status_event
 from shared.db.models.job import Job
 from shared.errors import InvalidTransition
+from shared.metrics import count_finished
 
 
 class JobStatus(StrEnum):
@@ -27,6 +29,7 @@ class JobStatus(StrEnum):
     cancelled = "cancelled"
     rejected = "rejected"  # moderation refused it
     held = "held"  # moderation holds it for a reviewer
+    expired = "expired"  # finished, then its inputs and images were removed (retention, DELETE)
 
 
 class Stage(StrEnum):
@@ -56,10 +59,12 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     # A reviewer releases a held job (back to the queue, or published if its images are done)
     # or confirms the hold (rejected).
     _S.held: frozenset({_S.queued, _S.succeeded, _S.rejected, _S.cancelled}),
-    _S.succeeded: frozenset(),
-    _S.failed: frozenset(),
-    _S.cancelled: frozenset(),
-    _S.rejected: frozenset(),
+    _S.succeeded: frozenset({_S.expired}),
+    _S.failed: frozenset({_S.expired}),
+    _S.cancelled: frozenset({_S.expired}),
+    # An upheld appeal (shared/db/appeals.py) releases a rejected job like a held one.
+    _S.rejected: frozenset({_S.queued, _S.succeeded, _S.expired}),
+    _S.expired: frozenset(),
 }
 
 
@@ -122,4 +127,8 @@ def transition(
     loaded = session.identity_map.get(identity_key(Job, job_id))
     if loaded is not None:
         session.expire(loaded)  # the UPDATE bypassed the ORM: reload on next access
+    if result.rowcount == 1 and to_status in TERMINAL:
+        count_finished(JobStatus(to_status).value)  # unclip_jobs_finished_total
+    if result.rowcount == 1:
+        record_status_event(session, job_id, JobStatus(to_status).value)  # same transaction
     return result.rowcount == 1

@@ -10,8 +10,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.models import Job, JobImage, ModerationReview, ModerationVerdict
-from shared.db.states import JobStatus, transition
+from shared.db.states import TRANSITIONS, JobStatus, transition
 from shared.errors import Conflict, InvalidInput, NotFound
+from shared.metrics import count_moderation_decision
 from shared.moderation.verdict import Verdict
 
 ReviewAction = Literal["release", "confirm"]
@@ -19,7 +20,6 @@ REVIEW_ACTIONS: tuple[str, ...] = ("release", "confirm")
 MODERATED: tuple[JobStatus, ...] = (JobStatus.held, JobStatus.rejected)
 RELEASED_BY_REVIEW = "released_by_review"
 CONFIRMED_BY_REVIEW = "moderation_confirmed"
-CANCELLED_BY_BLOCK = "cancelled_by_moderation_block"
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ def record_verdict(*, session: Session, job_id: str | None, verdict: Verdict) ->
     )
     session.add(row)
     session.flush()
+    count_moderation_decision(verdict.checker, verdict.decision.value)
     return row
 
 
@@ -104,8 +105,10 @@ def list_moderated_jobs(
     allowed = {s.value for s in MODERATED}
     bad = [s for s in statuses if s not in allowed]
     if bad or not statuses:
-        raise InvalidInput(f"status filter {list(statuses)} must be a non-empty subset of "
-                           f"{sorted(allowed)}", param="status")
+        raise InvalidInput(
+            f"status filter {list(statuses)} must be a non-empty subset of {sorted(allowed)}",
+            param="status",
+        )
     query = (
         select(Job)
         .where(Job.status.in_(list(statuses)))
@@ -125,68 +128,85 @@ def _add_review(
 
 
 def review_job(
-    *, session: Session, job_id: str, action: str, reason: str, reviewer: str
+    *, session: Session, job_id: str, action: str, reason: str, reviewer: str,
+    via_appeal: bool = False,
 ) -> ReviewOutcome:
     """Release a held job (publish its images, or send it back to the queue) or confirm it.
 
     Confirming a held job rejects it; confirming a rejected job only records the review.
-    Releasing needs a held job (a block is final). The caller commits, then re-enqueues
-    when `requeue` is set.
+    Releasing needs a held job: a rejection is final, except that an upheld appeal
+    (`via_appeal`, shared/db/appeals.py) may release it. The caller commits, then
+    re-enqueues when `requeue` is set.
     """
     if action not in REVIEW_ACTIONS:
-        raise InvalidInput(f"review action {action!r} is not one of {REVIEW_ACTIONS}",
-                           param="action")
+        raise InvalidInput(
+            f"review action {action!r} is not one of {REVIEW_ACTIONS}", param="action"
+        )
     if not reason.strip():
         raise InvalidInput("a review needs a non-empty reason", param="reason")
     job = session.get(Job, job_id)
     if job is None:
         raise NotFound(f"no job {job_id}", param="job_id")
     status = JobStatus(job.status)
-    if status not in MODERATED or (action == "release" and status is not JobStatus.held):
-        need = "held" if action == "release" else "held or rejected"
-        raise Conflict(f"job {job_id} is {status}; only {need} jobs can be {action}d",
-                       param="job_id")
+    allowed = releasable(via_appeal=via_appeal)
+    if status not in MODERATED or (action == "release" and status not in allowed):
+        need = " or ".join(allowed) if action == "release" else "held or rejected"
+        raise Conflict(
+            f"job {job_id} is {status}; only {need} jobs can be {action}d", param="job_id"
+        )
     review = _add_review(session, job_id, action, reason.strip(), reviewer)
     if action == "confirm":
         if status is JobStatus.held:
-            transition(session, job_id, [JobStatus.held], JobStatus.rejected,
-                       status_reason=CONFIRMED_BY_REVIEW)
+            transition(
+                session,
+                job_id,
+                [JobStatus.held],
+                JobStatus.rejected,
+                status_reason=CONFIRMED_BY_REVIEW,
+            )
         session.refresh(job)
         return ReviewOutcome(job=job, review=review, published=0, requeue=False)
     return _release(session, job, review)
 
 
+def releasable(*, via_appeal: bool = False) -> tuple[JobStatus, ...]:
+    """Statuses a release applies to: held; with an upheld appeal also rejected (the state
+    table lets a rejection be overturned: rejected -> queued and -> succeeded)."""
+    overturn = {JobStatus.queued, JobStatus.succeeded} <= TRANSITIONS[JobStatus.rejected]
+    return (JobStatus.held, JobStatus.rejected) if via_appeal and overturn else (JobStatus.held,)
+
+
 def _release(session: Session, job: Job, review: ModerationReview) -> ReviewOutcome:
-    rendered = session.execute(
-        select(func.count()).where(JobImage.job_id == job.id)
-    ).scalar_one()
+    source = [JobStatus(job.status)]
+    rendered = session.execute(select(func.count()).where(JobImage.job_id == job.id)).scalar_one()
     if rendered >= job.n:
         published = session.execute(
             update(JobImage).where(JobImage.job_id == job.id).values(published=True)
         ).rowcount  # type: ignore[attr-defined]
-        moved = transition(session, job.id, [JobStatus.held], JobStatus.succeeded,
-                           status_reason=RELEASED_BY_REVIEW, progress=1.0)
+        moved = transition(
+            session,
+            job.id,
+            source,
+            JobStatus.succeeded,
+            status_reason=RELEASED_BY_REVIEW,
+            progress=1.0,
+        )
         requeue = False
     else:
         published = 0
-        moved = transition(session, job.id, [JobStatus.held], JobStatus.queued,
-                           status_reason=RELEASED_BY_REVIEW, error_code=None, error_message=None)
+        moved = transition(
+            session,
+            job.id,
+            source,
+            JobStatus.queued,
+            status_reason=RELEASED_BY_REVIEW,
+            error_code=None,
+            error_message=None,
+        )
         requeue = True
     if not moved:
-        raise Conflict(f"job {job.id} changed while being reviewed; reload and retry",
-                       param="job_id")
+        raise Conflict(
+            f"job {job.id} changed while being reviewed; reload and retry", param="job_id"
+        )
     session.refresh(job)
     return ReviewOutcome(job=job, review=review, published=int(published), requeue=requeue)
-
-
-def cancel_queued_for_key(*, session: Session, api_key_id: str | None) -> list[str]:
-    """Cancel the key's jobs still waiting in the queue (policy switch cancel_queued_on_block)."""
-    if api_key_id is None:
-        return []
-    query = select(Job.id).where(Job.api_key_id == api_key_id, Job.status == JobStatus.queued)
-    cancelled = []
-    for job_id in session.execute(query).scalars():
-        if transition(session, job_id, [JobStatus.queued], JobStatus.cancelled,
-                      status_reason=CANCELLED_BY_BLOCK):
-            cancelled.append(job_id)
-    return cancelled

@@ -11,17 +11,19 @@ from shared.moderation.normalise import NormalisedText, fold_characters, normali
 from shared.moderation.policy import Policy
 from shared.moderation.verdict import Decision, Stage, Verdict, strictest
 
-CHECKER_VERSION = "lexical/1"
+CHECKER_VERSION = "lexical/2"
 _BARRIER = " _ "  # replaces an allowed phrase so no term spans across it
 _BEFORE, _AFTER = "(?<![a-z0-9])", "(?![a-z0-9])"
 
 
 @dataclass(frozen=True)
 class _Slot:
-    """Where a term counts: a category's plain terms (part None) or one part of one combo."""
+    """Where a term counts: a category's terms (part None), decisive or ambiguous, or one part
+    of one combo (combos are ambiguous)."""
 
     category: str
     part: tuple[int, int] | None = None
+    decisive: bool = False
 
 
 def compile_term(term: str) -> str:
@@ -119,6 +121,7 @@ class LexicalChecker:
         slots: dict[_Slot, list[str]] = defaultdict(list)
         for name, category in policy.categories.items():
             slots[_Slot(name)].extend(category.terms)
+            slots[_Slot(name, decisive=True)].extend(category.decisive_terms)
             for i, combo in enumerate(category.combos):
                 for j, part in enumerate(combo):
                     slots[_Slot(name, (i, j))].extend(part)
@@ -138,8 +141,11 @@ class LexicalChecker:
         self._plain = dict(plain)
         self._fuzzy = _FuzzyIndex(set(plain), typo, policy.fuzzy_min_length)
         # One pair of boundary checks around all the phrases, not one per phrase (speed).
-        bodies = "|".join(compile_term(p)[len(_BEFORE) : -len(_AFTER)]
-                          for p in policy.allow_phrases if not p.startswith("re:"))
+        bodies = "|".join(
+            compile_term(p)[len(_BEFORE) : -len(_AFTER)]
+            for p in policy.allow_phrases
+            if not p.startswith("re:")
+        )
         self._allow = re.compile(f"{_BEFORE}(?:{bodies}){_AFTER}") if bodies else None
 
     @staticmethod
@@ -175,23 +181,41 @@ class LexicalChecker:
         return hits
 
     def check(self, prompt: str, *, stage: Stage = "prompt") -> Verdict:
-        """Score each category in [0, 1] (1 = a term or a whole combo matched) and decide."""
+        """Score each category in [0, 1] (1 = a term or a whole combo matched).
+
+        Only decisive terms decide here; a match of an ambiguous term or combo is handed to the
+        semantic stage (`detail.referred`), which judges it in context.
+        """
         normalised = normalise(prompt)
         hits = self.matches(normalised)
         scores: dict[str, float] = {}
+        decisive: dict[str, float] = {}
         matched: dict[str, tuple[str, ...]] = {}
         for name, category in self.policy.categories.items():
-            parts = [[hits.get(_Slot(name, (i, j)), set()) for j in range(len(combo))]
-                     for i, combo in enumerate(category.combos)]
-            score = 1.0 if hits.get(_Slot(name)) else 0.0
+            parts = [
+                [hits.get(_Slot(name, (i, j)), set()) for j in range(len(combo))]
+                for i, combo in enumerate(category.combos)
+            ]
+            decisive[name] = 1.0 if hits.get(_Slot(name, decisive=True)) else 0.0
+            score = max(decisive[name], 1.0 if hits.get(_Slot(name)) else 0.0)
             for combo_hits in parts:
                 score = max(score, sum(bool(h) for h in combo_hits) / len(combo_hits))
             scores[name] = score
-            terms = set(hits.get(_Slot(name), set())).union(*_flatten(parts))
+            terms = set(hits.get(_Slot(name), set())).union(
+                hits.get(_Slot(name, decisive=True), set()), *_flatten(parts)
+            )
             if terms:
                 matched[name] = tuple(sorted(terms))
         thresholds = {n: c.thresholds.lexical for n, c in self.policy.categories.items()}
-        flagged = tuple(n for n, s in scores.items() if s > 0 and s >= thresholds[n])
+        active = {n for n, c in self.policy.categories.items() if c.action is not Decision.ALLOW}
+        flagged = tuple(
+            n for n, s in decisive.items() if n in active and s > 0 and s >= thresholds[n]
+        )
+        referred = [
+            n
+            for n, s in scores.items()
+            if n in active and n not in flagged and s > 0 and s >= thresholds[n]
+        ]
         decision = strictest(self.policy.categories[n].action for n in flagged)
         return Verdict(
             stage=stage,
@@ -201,9 +225,9 @@ class LexicalChecker:
             decision=decision if flagged else Decision.ALLOW,
             scores=scores,
             thresholds=thresholds,
-            flagged=tuple(n for n in flagged if self.policy.categories[n].action != "allow"),
+            flagged=flagged,
             matched_terms=matched,
-            detail={"normalised": normalised.text[:500]},
+            detail={"normalised": normalised.text[:500], "referred": referred},
         )
 
 

@@ -26,10 +26,26 @@ REQUIRED_CATEGORIES = (
 )
 _ACTIONS = tuple(d.value for d in Decision)
 _TOP_KEYS = {
-    "format", "version", "description", "cancel_queued_on_block", "matching",
-    "allow_phrases", "semantic", "image", "categories",
+    "format",
+    "version",
+    "description",
+    "cancel_queued_on_block",
+    "matching",
+    "allow_phrases",
+    "semantic",
+    "image",
+    "categories",
+    "enforcement",
 }
-_CATEGORY_KEYS = {"action", "description", "terms", "combos", "exemplars", "thresholds"}
+_CATEGORY_KEYS = {
+    "action",
+    "description",
+    "decisive_terms",
+    "terms",
+    "combos",
+    "exemplars",
+    "thresholds",
+}
 
 
 class PolicyError(ValueError):
@@ -52,10 +68,11 @@ class Category:
     name: str
     action: Decision
     description: str
-    terms: tuple[str, ...]
+    terms: tuple[str, ...]  # ambiguous: a match is handed to the semantic stage
     combos: tuple[tuple[tuple[str, ...], ...], ...]  # each: term lists that must all match
     exemplars: tuple[str, ...]
     thresholds: Thresholds
+    decisive_terms: tuple[str, ...] = ()  # unambiguous: a match decides at the lexical stage
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,15 @@ class ImageConcept:
     text: str
     category: str
     thresholds: Mapping[str, float]  # CLIP model name (or "default") -> cosine threshold
+
+
+@dataclass(frozen=True)
+class Enforcement:
+    """What a hard block does to the key that sent it."""
+
+    cancel_queued_on_block: bool = False
+    suspend_after_blocks: int | None = None  # N hard blocks within the window suspend the key
+    suspend_window_s: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +109,8 @@ class Policy:
     image_when_uncalibrated: Decision
     cancel_queued_on_block: bool
     source: str
+    semantic_head: Path | None = None  # the classifier head file (resolved beside the policy)
+    enforcement: Enforcement = Enforcement()
 
 
 def _fail(where: str, message: str) -> PolicyError:
@@ -126,8 +154,11 @@ def _check_term(term: str, where: str) -> None:
     elif term.endswith("~") and (" " in term or not term[:-1].rstrip("*").isalnum()):
         raise _fail(where, f"{term!r}: the typo mark ~ is allowed only after one plain word")
     elif not all(word.rstrip("*").replace("'", "").isalnum() for word in term.rstrip("~").split()):
-        raise _fail(where, f"{term!r}: plain terms are words of letters and digits, with an "
-                    "optional * at a word's end and ~ at the end; use re:... for anything else")
+        raise _fail(
+            where,
+            f"{term!r}: plain terms are words of letters and digits, with an "
+            "optional * at a word's end and ~ at the end; use re:... for anything else",
+        )
 
 
 def _parse_thresholds(value: Any, where: str) -> Thresholds:
@@ -153,8 +184,10 @@ def _parse_combos(value: Any, where: str) -> tuple[tuple[tuple[str, ...], ...], 
         if not isinstance(combo, list) or len(combo) < 2:
             raise _fail(f"{where}[{i}]", f"a combo is a list of >= 2 term lists, got {combo!r:.80}")
         combos.append(
-            tuple(_strings(part, f"{where}[{i}][{j}]", allow_empty=False) for j, part in
-                  enumerate(combo))
+            tuple(
+                _strings(part, f"{where}[{i}][{j}]", allow_empty=False)
+                for j, part in enumerate(combo)
+            )
         )
     return tuple(combos)
 
@@ -167,7 +200,10 @@ def _parse_category(name: str, value: Any) -> Category:
     if action not in _ACTIONS:
         raise _fail(f"{where}.action", f"{action!r} is not one of {', '.join(_ACTIONS)}")
     terms = _strings(data.get("terms"), f"{where}.terms")
+    decisive = _strings(data.get("decisive_terms"), f"{where}.decisive_terms")
     combos = _parse_combos(data.get("combos"), f"{where}.combos")
+    for term in decisive:
+        _check_term(term, f"{where}.decisive_terms")
     for term in (*terms, *(t for combo in combos for part in combo for t in part)):
         _check_term(term, f"{where}.terms")
     return Category(
@@ -175,6 +211,7 @@ def _parse_category(name: str, value: Any) -> Category:
         action=Decision(action),
         description=str(data.get("description", "")),
         terms=terms,
+        decisive_terms=decisive,
         combos=combos,
         exemplars=_strings(data.get("exemplars"), f"{where}.exemplars"),
         thresholds=_parse_thresholds(data.get("thresholds"), f"{where}.thresholds"),
@@ -206,6 +243,33 @@ def _parse_concepts(value: Any, categories: Mapping[str, Category]) -> tuple[Ima
     return tuple(concepts)
 
 
+def _parse_head(value: Any, source: str) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise _fail("semantic.head", f"expected a file name, got {value!r}")
+    path = Path(value.strip())
+    base = Path(source).parent if source and not source.startswith("<") else Path(".")
+    return path if path.is_absolute() else base / path
+
+
+def _parse_enforcement(data: Mapping[str, Any], cancel: bool) -> Enforcement:
+    raw = _mapping(data.get("enforcement", {}), "enforcement")
+    _unknown_keys(
+        raw, {"cancel_queued_on_block", "suspend_after_blocks", "suspend_window_s"}, "enforcement"
+    )
+    cancel = raw.get("cancel_queued_on_block", cancel)
+    if not isinstance(cancel, bool):
+        raise _fail("enforcement.cancel_queued_on_block", f"expected true or false, got {cancel!r}")
+    after = raw.get("suspend_after_blocks")
+    if after is not None:
+        after = int(_number(after, "enforcement.suspend_after_blocks", 1, 10_000))
+    window = _number(raw.get("suspend_window_s", 86400), "enforcement.suspend_window_s", 1, 1e8)
+    return Enforcement(
+        cancel_queued_on_block=cancel, suspend_after_blocks=after, suspend_window_s=window
+    )
+
+
 def parse_policy(data: Any, *, source: str = "<policy>") -> Policy:
     """Validate a decoded policy document; raises PolicyError naming the first bad field."""
     data = _mapping(data, source)
@@ -218,18 +282,25 @@ def parse_policy(data: Any, *, source: str = "<policy>") -> Policy:
     raw_categories = _mapping(data.get("categories"), "categories")
     missing = [c for c in REQUIRED_CATEGORIES if c not in raw_categories]
     if missing:
-        raise _fail("categories", f"missing required categories {missing}; "
-                    f"every policy names all of {list(REQUIRED_CATEGORIES)} (action may be allow)")
+        raise _fail(
+            "categories",
+            f"missing required categories {missing}; "
+            f"every policy names all of {list(REQUIRED_CATEGORIES)} (action may be allow)",
+        )
     categories = {str(k): _parse_category(str(k), v) for k, v in raw_categories.items()}
     matching = _mapping(data.get("matching", {}), "matching")
     _unknown_keys(matching, {"fuzzy_min_length"}, "matching")
     semantic = _mapping(data.get("semantic", {}), "semantic")
-    _unknown_keys(semantic, {"benign_exemplars", "margin", "calibrated_for", "when_uncalibrated"},
-                  "semantic")
+    _unknown_keys(
+        semantic,
+        {"benign_exemplars", "margin", "calibrated_for", "when_uncalibrated", "head"},
+        "semantic",
+    )
     semantic_uncalibrated = semantic.get("when_uncalibrated", "hold")
     if semantic_uncalibrated not in _ACTIONS:
-        raise _fail("semantic.when_uncalibrated",
-                    f"{semantic_uncalibrated!r} is not one of {_ACTIONS}")
+        raise _fail(
+            "semantic.when_uncalibrated", f"{semantic_uncalibrated!r} is not one of {_ACTIONS}"
+        )
     image = _mapping(data.get("image", {}), "image")
     _unknown_keys(image, {"concepts", "when_uncalibrated"}, "image")
     uncalibrated = image.get("when_uncalibrated", "hold")
@@ -238,21 +309,26 @@ def parse_policy(data: Any, *, source: str = "<policy>") -> Policy:
     cancel = data.get("cancel_queued_on_block", False)
     if not isinstance(cancel, bool):
         raise _fail("cancel_queued_on_block", f"expected true or false, got {cancel!r}")
+    enforcement = _parse_enforcement(data, cancel)
     return Policy(
         version=str(version).strip(),
         categories=categories,
         allow_phrases=_strings(data.get("allow_phrases"), "allow_phrases"),
-        fuzzy_min_length=int(_number(matching.get("fuzzy_min_length", 5), "matching."
-                                     "fuzzy_min_length", 3, 100)),
+        fuzzy_min_length=int(
+            _number(matching.get("fuzzy_min_length", 5), "matching.fuzzy_min_length", 3, 100)
+        ),
         benign_exemplars=_strings(semantic.get("benign_exemplars"), "semantic.benign_exemplars"),
         semantic_margin=_number(semantic.get("margin", 0.0), "semantic.margin", -2.0, 2.0),
-        semantic_calibrated_for=_strings(semantic.get("calibrated_for"), "semantic.calibrated_for",
-                                         allow_empty=False),
+        semantic_calibrated_for=_strings(
+            semantic.get("calibrated_for"), "semantic.calibrated_for", allow_empty=False
+        ),
         semantic_when_uncalibrated=Decision(semantic_uncalibrated),
         image_concepts=_parse_concepts(image.get("concepts", []), categories),
         image_when_uncalibrated=Decision(uncalibrated),
-        cancel_queued_on_block=cancel,
+        cancel_queued_on_block=enforcement.cancel_queued_on_block,
         source=source,
+        semantic_head=_parse_head(semantic.get("head"), source),
+        enforcement=enforcement,
     )
 
 
@@ -260,8 +336,9 @@ def load_policy(path: str | Path) -> Policy:
     """Read and validate a YAML (.yaml/.yml) or JSON (.json) policy file."""
     path = Path(path)
     if path.suffix not in {".yaml", ".yml", ".json"}:
-        raise PolicyError(f"{path}: unsupported policy file type {path.suffix!r}; "
-                          "use .yaml, .yml or .json")
+        raise PolicyError(
+            f"{path}: unsupported policy file type {path.suffix!r}; use .yaml, .yml or .json"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

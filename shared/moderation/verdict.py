@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-Stage = Literal["prompt", "input_image", "output_image"]
-STAGES: tuple[Stage, ...] = ("prompt", "input_image", "output_image")
+# edit_region: an edit's repainted region (its crop, and its difference from the input).
+Stage = Literal["prompt", "input_image", "output_image", "edit_region"]
+STAGES: tuple[Stage, ...] = ("prompt", "input_image", "output_image", "edit_region")
 
 
 class Decision(StrEnum):
@@ -44,10 +45,12 @@ class Verdict:
 
     @property
     def reason_code(self) -> str | None:
-        """What a client is shown: e.g. "moderation_block:violence/graphic"; None if allowed."""
-        if self.decision is Decision.ALLOW:
-            return None
-        return f"moderation_{self.decision.value}:{','.join(self.flagged) or 'checker_error'}"
+        """What a client is shown, e.g. "moderation_block:prompt:violence/graphic"; None if
+        allowed (shared/moderation/reasons.py)."""
+        from shared.moderation.reasons import reason_for
+
+        reason = reason_for([self])
+        return reason.code if reason else None
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-ready dict of everything needed to explain the decision later."""

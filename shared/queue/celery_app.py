@@ -17,14 +17,22 @@ from shared.settings import Settings
 
 # Redis: sweep unacked messages of dead workers every ~5 s instead of ~100 s.
 UNACKED_RESTORE_INTERVAL_S = 5
-SOCKET_CONNECT_TIMEOUT_S = 3
+SOCKET_CONNECT_TIMEOUT_S = 1
+# Kombu's BRPOP waits 1 s; its half-open connection check runs every this many seconds.
+HEALTH_CHECK_INTERVAL_S = 10
 SOFT_SHUTDOWN_TIMEOUT_S = 45.0
-# Publishing gives up fast, so the API answers 503 instead of hanging on a dead broker.
+# Filesystem broker (the embedded default): kombu sleeps this long whenever a poll finds
+# nothing it may take, which with prefetch 1 is after every message. At kombu's default of
+# 1 s a message waited ~1 s and 200 leftover messages ~200 s; at 0.02 s a message is picked
+# up in ~0.02 s for ~1% of a core while idle (bench/bench_broker.py, docs/benchmarks.md).
+FILESYSTEM_POLLING_S = 0.02
+# Publishing gives up fast (one retry), so the API answers 503 instead of hanging on a dead
+# broker: at most about 2 x broker_socket_timeout_s against a hung one.
 PUBLISH_RETRY_POLICY = {
-    "max_retries": 2,
+    "max_retries": 1,
     "interval_start": 0.0,
-    "interval_step": 0.5,
-    "interval_max": 1.0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
 }
 
 
@@ -47,13 +55,21 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         }
         for folder in folders.values():
             folder.mkdir(parents=True, exist_ok=True)
-        return {**{k: str(v) for k, v in folders.items()}, "store_processed": False}
+        return {
+            **{k: str(v) for k, v in folders.items()},
+            "store_processed": False,
+            "polling_interval": FILESYSTEM_POLLING_S,
+        }
     if settings.broker_url.startswith(("redis://", "rediss://")):
         return {
             "visibility_timeout": settings.visibility_timeout_s,
             "unacked_restore_interval": UNACKED_RESTORE_INTERVAL_S,
             "unacked_restore_throttle": 1,
             "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT_S,
+            # A hung Redis (accepting, never answering) fails a publish instead of hanging it.
+            "socket_timeout": settings.broker_socket_timeout_s,
+            "socket_keepalive": True,
+            "health_check_interval": HEALTH_CHECK_INTERVAL_S,
         }
     return {}
 
@@ -75,6 +91,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend": None,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # A task killed by its hard time limit is handed back, not acked and lost; the worker
+        # releases its claim first (worker/tasks/request.py) and the database counts attempts.
+        "task_acks_on_timeout": False,
         "worker_prefetch_multiplier": 1,
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,

@@ -16,7 +16,16 @@ from shared.db.states import Stage
 from shared.errors import QueueUnavailable
 from shared.queue.celery_app import PUBLISH_RETRY_POLICY, task_name
 
-PING_TIMEOUT_S = 3.0
+PING_TIMEOUT_S = 2.0
+
+
+def _broker_errors() -> tuple[type[BaseException], ...]:
+    """What a broker that is down or hung raises: kombu's errors, sockets, redis-py's own."""
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:  # the filesystem broker needs no redis client
+        return (KombuError, OSError)
+    return (KombuError, OSError, RedisError)
 
 
 def message_id(job_id: str, stage: Stage | str, attempt: int) -> str:
@@ -25,9 +34,19 @@ def message_id(job_id: str, stage: Stage | str, attempt: int) -> str:
 
 
 def enqueue_stage(
-    celery: Celery, job_id: str, stage: Stage | str, attempt: int, *, retry_after_s: int = 30
+    celery: Celery,
+    job_id: str,
+    stage: Stage | str,
+    attempt: int,
+    *,
+    retry_after_s: int = 30,
+    countdown: float | None = None,
 ) -> str:
-    """Publish render.<stage> to queue <stage> for `job_id`; returns the task id."""
+    """Publish render.<stage> to queue <stage> for `job_id`; returns the task id.
+
+    `countdown` delays delivery (a retry's backoff); keep it short: a worker holds such a
+    message unacknowledged until it is due. Long waits belong in the outbox's next_attempt_at.
+    """
     stage = Stage(stage)
     task_id = message_id(job_id, stage, attempt)
     try:
@@ -37,10 +56,11 @@ def enqueue_stage(
             queue=stage.value,
             routing_key=stage.value,
             task_id=task_id,
+            countdown=countdown,
             retry=True,
             retry_policy=PUBLISH_RETRY_POLICY,
         )
-    except (KombuError, OSError) as exc:
+    except _broker_errors() as exc:
         raise QueueUnavailable(
             f"the broker did not take render.{stage} for job {job_id}: {exc}",
             retry_after_s=retry_after_s,
@@ -53,7 +73,7 @@ def check_broker(celery: Celery, *, retry_after_s: int = 30) -> None:
     try:
         with celery.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=PING_TIMEOUT_S)
-    except (KombuError, OSError) as exc:
+    except _broker_errors() as exc:
         raise QueueUnavailable(
             f"the broker is unreachable: {exc}", retry_after_s=retry_after_s
         ) from exc

@@ -24,3 +24,9 @@ class Storage(Protocol):
     def delete(self, key: str) -> None:
         """Remove `key`; a missing key is not an error."""
         ...
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every key under `prefix` (a folder such as 'jobs/<id>/'); how many went.
+
+        Safe to repeat: nothing left is not an error."""
+        ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -75,3 +76,16 @@ class LocalStorage:
             self._path(key).unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot delete storage key {key!r}: {exc}") from exc
+
+    def delete_prefix(self, prefix: str) -> int:
+        folder = self._path(prefix.rstrip("/"))
+        if not folder.is_dir():
+            return 0
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        try:
+            shutil.rmtree(folder)
+        except FileNotFoundError:
+            pass  # removed by a concurrent cleanup
+        except OSError as exc:
+            raise StorageError(f"cannot delete storage prefix {prefix!r}: {exc}") from exc
+        return len(files)

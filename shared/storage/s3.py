@@ -76,3 +76,18 @@ class S3Storage:
             self._client.delete_object(Bucket=self.bucket, Key=self._object_key(key))
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"cannot delete {self._where(key)}: {exc}") from exc
+
+    def delete_prefix(self, prefix: str) -> int:
+        removed = 0
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._object_key(prefix.rstrip("/")) + "/"
+            )
+            for page in pages:
+                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                if keys:  # at most 1000 per page, which is also delete_objects' limit
+                    self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+                    removed += len(keys)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"cannot delete {self._where(prefix)}*: {exc}") from exc
+        return removed

@@ -64,7 +64,7 @@ def _held_job(settings: Settings, *, with_images: bool) -> str:
 
 @pytest.mark.parametrize(
     ("headers", "status"),
-    [({}, 401), ({"Authorization": "Bearer wrong"}, 403), ({"Authorization": "Basic x"}, 401)],
+    [({}, 401), ({"Authorization": "Bearer wrong"}, 401), ({"Authorization": "Basic x"}, 401)],
 )
 def test_admin_endpoints_need_the_admin_token(
     admin_client: TestClient, headers: dict[str, str], status: int

@@ -1,5 +1,6 @@
-"""The API's lexical gate: a blocked prompt answers 400 content_policy_violation, sends nothing,
-stores no input, and leaves a rejected job with its verdict for the reviewers."""
+"""The API's lexical gate: a prompt with a decisive term answers 400 content_policy_violation,
+sends nothing, stores no input, and leaves a rejected job with its verdict for the reviewers;
+an ambiguous term goes on to the worker's semantic stage."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from .conftest import RecordingQueue, image_bytes
 
 @pytest.mark.parametrize(
     ("prompt", "category"),
-    [("a nude woman on a bed", "sexual"), ("a n . a . k . e . d man", "sexual"),
-     ("d\u0435capitated body", "violence/graphic"), ("h1tler was right poster", "hate")],
+    [("g a s the jews poster", "hate"), ("l0licon art", "sexual/minors"),
+     ("h\u0435il hitler banner", "hate"), ("h1tler was right poster", "hate")],
 )
 def test_blocked_prompt_gets_400_and_nothing_is_enqueued(
     client: TestClient, queue: RecordingQueue, api_settings: Settings, prompt: str,
@@ -34,12 +35,14 @@ def test_blocked_prompt_gets_400_and_nothing_is_enqueued(
     error = answer.json()["error"]
     assert error["code"] == "content_policy_violation"
     assert error["type"] == "invalid_request_error" and error["param"] == "prompt"
-    assert category in error["message"]
+    assert category in error["message"] and "stage prompt" in error["message"]
+    assert "hitler" not in error["message"] and "loli" not in error["message"]  # no terms
     assert queue.sent == []
     engine = make_engine(api_settings)
     with make_sessionmaker(engine)() as session:
         [job] = session.execute(select(Job)).scalars().all()
-        assert job.status == "rejected" and job.status_reason.startswith("moderation_block:")
+        assert job.status == "rejected"
+        assert job.status_reason == f"moderation_block:prompt:{category}"
         [verdict] = session.execute(select(ModerationVerdict)).scalars().all()
         assert verdict.job_id == job.id and verdict.checker == "lexical"
         assert verdict.decision == "block" and verdict.scores[category] == 1.0
@@ -50,7 +53,7 @@ def test_blocked_edit_stores_no_input(
     client: TestClient, queue: RecordingQueue, storage: LocalStorage
 ) -> None:
     png = base64.b64encode(image_bytes((32, 32))).decode()
-    answer = client.post("/v1/jobs", json={"kind": "edit", "prompt": "make her topless",
+    answer = client.post("/v1/jobs", json={"kind": "edit", "prompt": "make her a lolicon",
                                            "image": png, "mask": png})
     assert answer.status_code == 400
     assert queue.sent == []
@@ -58,7 +61,9 @@ def test_blocked_edit_stores_no_input(
 
 
 @pytest.mark.parametrize("prompt", ["a shot of espresso", "kill the lights in the kitchen",
-                                    "a killer whale breaching"])
+                                    "a killer whale breaching",
+                                    # ambiguous terms: judged in context by the worker
+                                    "a nude Venus statue in a museum", "a gory horror poster"])
 def test_lookalike_prompts_are_accepted_and_enqueued(
     client: TestClient, queue: RecordingQueue, prompt: str
 ) -> None:
@@ -79,7 +84,7 @@ def test_blocked_prompt_leaves_the_redis_queue_length_unchanged(
     broker = redis.Redis.from_url(redis_url)
     with TestClient(app) as client:
         before = broker.llen("prior")
-        assert client.post("/v1/jobs", json={"prompt": "p0rn star"}).status_code == 400
+        assert client.post("/v1/jobs", json={"prompt": "l0li art"}).status_code == 400
         assert broker.llen("prior") == before
         assert client.post("/v1/jobs", json={"prompt": "a red circle"}).status_code == 202
         assert broker.llen("prior") == before + 1

@@ -111,15 +111,12 @@ def test_image_served_only_once_published(
     served = client.get(f"/v1/jobs/{job_id}/images/0")
     assert served.status_code == 200 and served.headers["content-type"] == "image/png"
     assert served.content == storage.get_bytes(image_key(job_id, 1, 0))
-    images = client.get(f"/v1/jobs/{job_id}").json()["images"]
-    assert images == [
-        {
-            "index": 0,
-            "url": f"http://test.example/v1/jobs/{job_id}/images/0",
-            "width": 16,
-            "height": 16,
-        }
-    ]
+    [image] = client.get(f"/v1/jobs/{job_id}").json()["images"]
+    assert (image["index"], image["width"], image["height"]) == (0, 16, 16)
+    # A signed, expiring URL (shared/image_urls.py) on the public base URL.
+    assert image["url"].startswith(f"http://test.example/v1/jobs/{job_id}/images/0?expires=")
+    signed = client.get(image["url"].removeprefix("http://test.example"))
+    assert signed.status_code == 200 and signed.content == served.content
     assert client.get(f"/v1/jobs/{job_id}/images/-1").status_code == 400
 
 

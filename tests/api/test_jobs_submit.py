@@ -40,9 +40,11 @@ def test_generate_json_is_stored_then_enqueued(
     assert response.status_code == 202, response.text
     body = response.json()
     assert body["status"] == "queued" and body["kind"] == "generate"
-    assert body["n"] == 2 and body["seed"] == 5 and body["size"] == "256x256"
-    assert body["steps"] == {"prior": 10, "decoder": 10, "upsampler": 4}
-    assert body["sampler"] == "ddim" and body["images"] == []
+    assert body["n"] == 2 and body["seed"] == 5 and body["images"] == []
+    # What the client left out stays null; the worker fills it from the family's defaults.
+    assert body["size"] is None and body["sampler"] is None and body["params_used"] is None
+    assert body["steps"] == {"prior": None, "decoder": None, "upsampler": None}
+    assert body["native_size"] == "64x64" and body["resized"] is False
     assert response.headers["location"] == f"/v1/jobs/{body['id']}"
     assert queue.sent == [(body["id"], Stage.prior, 0)]
     assert _job_count(api_settings) == 1
@@ -70,8 +72,11 @@ def test_variation_multipart_stores_the_image(
     with engine.connect() as connection:
         key = connection.execute(select(Job.input_image_key)).scalar_one()
     engine.dispose()
-    assert key == f"jobs/{body['id']}/inputs/image.jpg"  # named by the sniffed format
-    assert storage.get_bytes(key) == data
+    # Stored re-encoded as PNG (no metadata or trailing bytes), with the pixels sent.
+    assert key == f"jobs/{body['id']}/inputs/image.png"
+    with Image.open(io.BytesIO(storage.get_bytes(key))) as stored:
+        assert stored.format == "PNG"
+        assert stored.tobytes() == Image.open(io.BytesIO(data)).convert("RGB").tobytes()
     assert len(queue.sent) == 1
 
 
@@ -87,8 +92,8 @@ def test_edit_json_with_mask(client: TestClient, queue: RecordingQueue) -> None:
     response = client.post("/v1/jobs", json=payload)
     assert response.status_code == 202, response.text
     body = response.json()
-    assert body["steps"] == {"prior": 3, "decoder": 10, "upsampler": 2}
-    assert body["prior_guidance"] == 2.5 and body["decoder_guidance"] == 8.0
+    assert body["steps"] == {"prior": 3, "decoder": None, "upsampler": 2}
+    assert body["prior_guidance"] == 2.5 and body["decoder_guidance"] is None
     assert len(queue.sent) == 1
 
 

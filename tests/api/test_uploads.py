@@ -21,7 +21,28 @@ def _encode(image: Image.Image, fmt: str) -> bytes:
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
 def test_allowed_formats_are_recognised_by_content(fmt: str) -> None:
     upload = sniff_image(_encode(Image.new("RGB", (20, 20)), fmt), param="image", limits=Limits())
-    assert upload.format == fmt and (upload.width, upload.height) == (20, 20)
+    assert upload.source_format == fmt and (upload.width, upload.height) == (20, 20)
+    assert upload.format == "PNG" and upload.data.startswith(b"\x89PNG")  # re-encoded
+
+
+def test_reencoding_drops_metadata_and_trailing_bytes() -> None:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Comment", "<script>alert(1)</script>")
+    buffer = io.BytesIO()
+    Image.new("RGBA", (16, 16), (1, 2, 3, 0)).save(buffer, format="PNG", pnginfo=info)
+    sent = buffer.getvalue() + b"PK\x03\x04 a zip polyglot tail"
+    upload = sniff_image(sent, param="image", limits=Limits())
+    assert b"<script>" not in upload.data and b"PK\x03\x04" not in upload.data
+    with Image.open(io.BytesIO(upload.data)) as stored:
+        assert stored.mode == "RGBA" and stored.getpixel((0, 0)) == (1, 2, 3, 0)
+
+
+def test_cmyk_jpeg_is_stored_as_rgb_png() -> None:
+    upload = sniff_image(_encode(Image.new("CMYK", (8, 8)), "JPEG"), param="image",
+                         limits=Limits())  # fmt: skip
+    assert upload.source_format == "JPEG" and upload.mode == "RGB"
 
 
 @pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF"])
@@ -64,9 +85,9 @@ def test_base64_data_url_and_garbage() -> None:
 def test_mask_mode_must_carry_the_edit_area() -> None:
     limits = Limits()
     image = sniff_image(_encode(Image.new("RGB", (16, 16)), "PNG"), param="image", limits=limits)
-    cmyk = sniff_image(_encode(Image.new("CMYK", (16, 16)), "JPEG"), param="mask", limits=limits)
-    with pytest.raises(UnprocessableInput, match="mode CMYK"):
-        check_mask(image, cmyk)
+    deep = sniff_image(_encode(Image.new("I;16", (16, 16)), "PNG"), param="mask", limits=limits)
+    with pytest.raises(UnprocessableInput, match="mode I;16"):
+        check_mask(image, deep)
     grey = sniff_image(_encode(Image.new("L", (16, 16)), "PNG"), param="mask", limits=limits)
     check_mask(image, grey)
     alpha = sniff_image(_encode(Image.new("RGBA", (16, 16)), "PNG"), param="mask", limits=limits)

@@ -14,8 +14,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +264,214 @@ class E2E:
 @pytest.fixture(scope="session")
 def e2e() -> E2E:
     return E2E()
+
+
+# ---- a farm of the test's own: private database and Redis db, the processes it starts ------
+# (issue 10: tests/integration/test_sweeper_e2e.py and test_drain.py)
+
+FARM_REDIS_LOCK_KEY = "unclip-tests:owner"
+# "held" ends a wait too: a job moderation holds would otherwise be waited on until timeout.
+FARM_ENDS = TERMINAL | {"held"}
+
+
+def _farm_service_missing(message: str) -> None:
+    if os.environ.get("UNCLIP_TEST_REQUIRE_SERVICES") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def farm_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    psycopg = pytest.importorskip("psycopg")
+    name = f"unclip_farm_{uuid.uuid4().hex[:10]}"
+    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+    try:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        _farm_service_missing(f"PostgreSQL on 127.0.0.1:5432 is not reachable ({exc})")
+    url = f"postgresql+psycopg://postgres@127.0.0.1/{name}"
+    try:
+        upgrade(Settings(data_dir=tmp_path_factory.mktemp("pg"), database_url=url))
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class FarmRedis:
+    url: str
+    client: Any
+    token: str
+
+    def flush(self) -> None:
+        """FLUSHDB, as a Redis restart without its append-only file; the index stays ours."""
+        self.client.flushdb()
+        self.client.set(FARM_REDIS_LOCK_KEY, self.token)
+
+
+@pytest.fixture(scope="module")
+def farm_redis() -> Iterator[FarmRedis]:
+    """An empty Redis db index claimed for this module (SET NX), flushed after."""
+    import redis
+
+    token = f"farm:{uuid.uuid4().hex}"
+    try:
+        for index in range(1, 16):
+            client = redis.Redis(host="127.0.0.1", port=6379, db=index, socket_timeout=3)
+            if client.dbsize() == 0 and client.set(FARM_REDIS_LOCK_KEY, token, nx=True):
+                break
+            client.close()
+        else:
+            pytest.fail("no empty Redis db index among 1-15 for the farm")
+    except redis.exceptions.ConnectionError as exc:
+        _farm_service_missing(f"Redis on 127.0.0.1:6379 is not reachable ({exc})")
+    try:
+        yield FarmRedis(f"redis://127.0.0.1:6379/{index}", client, token)
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@dataclass
+class FarmProc:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Farm:
+    """The module's settings, an API client on them, and the processes a test started."""
+
+    settings: Settings
+    client: TestClient
+    sessions: sessionmaker[Session]
+    data_dir: Path
+    procs: list[FarmProc] = field(default_factory=list)
+
+    def start(self, name: str, *argv: str, **env: str) -> FarmProc:
+        s = self.settings
+        full_env = dict(os.environ)
+        full_env.update(
+            UNCLIP_DATA_DIR=str(s.data_dir), UNCLIP_DATABASE_URL=s.database_url,
+            UNCLIP_BROKER_URL=s.broker_url, UNCLIP_STORAGE_URL=s.storage_url,
+            UNCLIP_FAMILY=str(s.family), UNCLIP_DEVICE="cpu", UNCLIP_PROGRESS_INTERVAL_S="0.05",
+            UNCLIP_HEARTBEAT_INTERVAL_S="1", UNCLIP_HEARTBEAT_STALE_S="4",
+            UNCLIP_SWEEPER__INTERVAL_S="1", UNCLIP_SWEEPER__STUCK_AFTER_S="3",
+            UNCLIP_FLEET__METRICS_PORT="0", PYTHONUNBUFFERED="1",
+        )  # fmt: skip
+        full_env.update(env)
+        log_path = self.data_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "shared.cli", *argv], cwd=REPO, env=full_env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        proc = FarmProc(name, process, log_path)
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, name: str, **env: str) -> FarmProc:
+        proc = self.start(name, "worker", "--name", f"{name}@localhost", **env)
+        self.wait_log(proc, " ready.")
+        return proc
+
+    def sweeper(self) -> FarmProc:
+        proc = self.start("sweeper", "sweeper")
+        self.wait_log(proc, "unclip sweeper: sweeping")
+        return proc
+
+    def wait_log(self, proc: FarmProc, marker: str, timeout_s: float = WORKER_READY_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while marker not in proc.log():
+            if proc.process.poll() is not None:
+                pytest.fail(
+                    f"{proc.name} exited ({proc.process.returncode}):\n{proc.log()[-3000:]}"
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {marker!r} from {proc.name}:\n{proc.log()[-3000:]}")
+            time.sleep(0.2)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.process.poll() is None:
+                os.killpg(proc.process.pid, signal.SIGKILL)
+                proc.process.wait()
+        self.procs.clear()
+
+    def submit(self, seed: int, steps: dict[str, int] | None = None) -> str:
+        body = {"kind": "generate", "prompt": "a red circle", "n": 1, "size": "64x64",
+                "seed": seed, "steps": steps or STEPS}  # fmt: skip
+        response = self.client.post("/v1/jobs", json=body)
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    def wait_job(self, job_id: str, timeout_s: float = JOB_TIMEOUT_S) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            job: dict[str, Any] = self.client.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] in FARM_ENDS:
+                return job
+            time.sleep(0.2)
+        logs = "\n".join(f"--- {p.name}\n{p.log()[-2000:]}" for p in self.procs)
+        raise AssertionError(f"job {job_id} still {job['status']} after {timeout_s:.0f} s\n{logs}")
+
+    def attempts(self, job_id: str) -> list[tuple[str, str, str, str]]:
+        """(stage, status, worker_id, error) of the job's stage attempts, in order."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(StageAttempt.stage, StageAttempt.status, StageAttempt.worker_id,
+                       StageAttempt.error)
+                .where(StageAttempt.job_id == job_id)
+                .order_by(StageAttempt.attempt, StageAttempt.started_at)
+            )  # fmt: skip
+            return [(s, st, w or "", e or "") for s, st, w, e in rows]
+
+    def running_decoder(self, job_id: str) -> str:
+        """The worker id of the job's decoder attempt, once it has finished a step."""
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        while time.monotonic() < deadline:
+            with self.sessions() as session:
+                job = session.get_one(Job, job_id)
+            if job.status == "decoder" and job.worker_id and (job.progress_step or 0) >= 1:
+                return job.worker_id
+            assert job.status in ("queued", "prior", "decoder"), (job.status, job.error_message)
+            time.sleep(0.02)
+        raise AssertionError(f"job {job_id} never got a running decoder")
+
+    def shorten_decoder(self, job_id: str) -> None:
+        """What the next decoder attempt will read: 2 steps, so the test ends soon."""
+        with self.sessions.begin() as session:
+            session.get_one(Job, job_id).steps_decoder = 2
+
+
+@pytest.fixture(scope="module")
+def farm_settings(
+    tmp_path_factory: pytest.TempPathFactory, farm_database: str, farm_redis: FarmRedis,
+    tiny_family_dir: Path,
+) -> Settings:  # fmt: skip
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("farm"), family=tiny_family_dir,
+        database_url=farm_database, broker_url=farm_redis.url, progress_interval_s=0.05,
+        heartbeat_interval_s=1.0, heartbeat_stale_s=4.0,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def farm(farm_settings: Settings, farm_redis: FarmRedis) -> Iterator[Farm]:
+    engine = make_engine(farm_settings)
+    farm_redis.flush()  # what an earlier test left queued is not this test's
+    try:
+        with TestClient(create_app(farm_settings)) as client:
+            farm = Farm(farm_settings, client, make_sessionmaker(engine), farm_settings.data_dir)
+            try:
+                yield farm
+            finally:
+                farm.stop_all()
+    finally:
+        engine.dispose()

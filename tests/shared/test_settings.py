@@ -15,12 +15,7 @@ def test_embedded_defaults_live_under_data_dir(tmp_path: Path) -> None:
     assert settings.database_url == f"sqlite:///{tmp_path / 'unclip.db'}"
     assert settings.storage_url == (tmp_path / "storage").as_uri()
     assert settings.broker_url == "filesystem://"
-    assert settings.limits.max_n == 10 and settings.limits.default_size in settings.limits.sizes
-    assert (
-        settings.limits.steps.default_prior,
-        settings.limits.steps.default_decoder,
-        settings.limits.steps.default_upsampler,
-    ) == (10, 10, 4)
+    assert settings.limits.max_n == 10 and "64x64" in settings.limits.sizes
 
 
 def test_environment_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -52,9 +47,9 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
         ({"task_soft_time_limit_s": 700}, "must be below task_time_limit_s=660"),
         ({"device": "tpu"}, "device"),
         ({"dtype": "int8"}, "dtype"),
-        ({"limits": {"default_size": "300x300"}}, "default_size"),
+        ({"limits": {"max_n": 11}}, "max_n"),
         ({"limits": {"sizes": ["64x64", "100x100"]}}, "100x100"),
-        ({"limits": {"prior_guidance": {"min": 5, "max": 1, "default": 2}}}, "min <= default"),
+        ({"limits": {"prior_guidance": {"min": 5, "max": 1}}}, "min <= max"),
     ],
 )
 def test_bad_values_are_refused_naming_them(
@@ -70,6 +65,13 @@ def test_production_refuses_placeholders(tmp_path: Path) -> None:
         Settings(data_dir=tmp_path, env="production", database_url=pg)
     with pytest.raises(ValidationError, match="SQLite"):
         Settings(data_dir=tmp_path, env="production", admin_token="x" * 32)
-    ok = Settings(data_dir=tmp_path, env="production", database_url=pg, admin_token="x" * 32)
+    with pytest.raises(ValidationError, match="api_key_secret"):
+        Settings(data_dir=tmp_path, env="production", database_url=pg, admin_token="x" * 32)
+    ok = Settings(
+        data_dir=tmp_path, env="production", database_url=pg, admin_token="x" * 32,
+        api_key_secret="k" * 32,
+        public_base_url="https://images.example", url_signing_secret="u" * 32,
+    )  # fmt: skip
+    assert ok.require_api_keys
     assert ok.admin_token.get_secret_value() == "x" * 32
     assert "x" * 32 not in repr(ok)

@@ -58,21 +58,24 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"unclip import-karlo: {problem}", file=sys.stderr)
         return 2
+    from shared.console_progress import StepBar
     from worker.unclip.configs import ClipConfig, ConfigError
-    from worker.unclip.karlo_import import DTYPES, KarloImportError, import_karlo
+    from worker.unclip.karlo_import import DTYPES, IMPORT_PARTS, KarloImportError, import_karlo
 
     try:
         clip = None
         if args.clip_config is not None:
             clip = ClipConfig.from_dict(json.loads(args.clip_config.read_text()))
-        dest = import_karlo(
-            args.src_dir,
-            args.dest_dir,
-            config_dir=args.config_dir,
-            dtype=DTYPES[args.dtype],
-            clip_config=clip,
-            allow_pickle=args.allow_pickle,
-        )
+        with StepBar(len(IMPORT_PARTS), "import-karlo") as bar:
+            dest = import_karlo(
+                args.src_dir,
+                args.dest_dir,
+                config_dir=args.config_dir,
+                dtype=DTYPES[args.dtype],
+                clip_config=clip,
+                allow_pickle=args.allow_pickle,
+                on_part=bar.advance_to,
+            )
     except (KarloImportError, ConfigError, json.JSONDecodeError) as exc:
         print(f"unclip import-karlo: {exc}", file=sys.stderr)
         return 1

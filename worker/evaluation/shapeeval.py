@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
+from shared.console_progress import StepBar
 from worker.evaluation.cases import edit_cases, retrieval_captions, variation_cases
 from worker.evaluation.prompts import prompt_set
 from worker.evaluation.report import ShapeEvalReport, check_targets
@@ -118,7 +118,7 @@ def run_shapeeval(
     single = [p for p in prompts if p.group == "single"][: sizes["steps"]]
     rows = step_rows(settings, options.ddpm_steps)
     total = len(prompts) + sizes["variations"] + sizes["edits"] + len(single) * len(rows)
-    with tqdm(total=total, desc="ShapeEval", unit="img") as bar:
+    with StepBar(total, "ShapeEval") as bar:
         log(f"generation: {len(prompts)} prompts")
         generation, images = run_generation(draw, prompts, settings, bar.update)
         if options.samples_dir is not None:

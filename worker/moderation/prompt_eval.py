@@ -13,14 +13,15 @@ from shared.moderation.verdict import Decision, Verdict
 
 @dataclass(frozen=True)
 class LabelledPrompt:
-    """One line of tests/fixtures/moderation/prompts.jsonl."""
+    """One line of tests/fixtures/moderation/tuning.jsonl or test.jsonl."""
 
     prompt: str
     label: str  # "unsafe" | "benign"
     category: str | None
     trick: str
     group: str
-    split: str  # "dev" (policy built from it) | "test" (held out)
+    split: str  # "tuning" (policy and head built from it) | "test" (held out, scored only)
+    source: str = ""  # who wrote it, in which template
 
 
 @dataclass
@@ -44,18 +45,24 @@ class SplitMetrics:
         return self.false_positives / self.benign if self.benign else 0.0
 
 
-def load_labelled(path: str | Path) -> list[LabelledPrompt]:
-    """Read the labelled set; every line must carry all six fields."""
+SPLITS = ("tuning", "test")
+
+
+def load_labelled(*paths: str | Path) -> list[LabelledPrompt]:
+    """Read labelled sets; every line carries prompt, label, category, trick, group, split."""
     rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        data = json.loads(line)
-        label, split = data.get("label"), data.get("split")
-        if label not in ("unsafe", "benign") or split not in ("dev", "test"):
-            raise ValueError(f"{path}:{number}: label must be unsafe|benign and split dev|test, "
-                             f"got {data.get('label')!r} / {data.get('split')!r}")
-        rows.append(LabelledPrompt(**data))
+    for path in paths:
+        for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            data = json.loads(line)
+            label, split = data.get("label"), data.get("split")
+            if label not in ("unsafe", "benign") or split not in SPLITS:
+                raise ValueError(
+                    f"{path}:{number}: label must be unsafe|benign and split one of "
+                    f"{SPLITS}, got {label!r} / {split!r}"
+                )
+            rows.append(LabelledPrompt(**data))
     return rows
 
 

@@ -1,25 +1,46 @@
-"""Semantic prompt check: similarity of the prompt to each category's exemplars (worker side)."""
+"""Semantic prompt check: a classifier head over sentence embeddings, beside exemplar similarity.
+
+The head (worker/moderation/semantic_head.py, trained on the tuning set) sees the MiniLM
+embedding of the normalised prompt, the lexical stage's per-category scores and the exemplar
+similarities below, so a term the lexical stage found ambiguous ("nude" in "a nude Venus in
+a museum") is judged in context here.
+Exemplar similarity is always computed and recorded; it decides only where the policy ships no
+head (or the head was trained for another encoder).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
+from shared.moderation.lexical import LexicalChecker
 from shared.moderation.normalise import normalise
 from shared.moderation.policy import Policy
 from shared.moderation.verdict import Decision, Stage, Verdict, strictest
+from worker.moderation.semantic_head import ClassifierHead, load_head
 from worker.moderation.text_encoders import TextEncoder
 
-CHECKER_VERSION = "semantic/1"
+CHECKER_VERSION = "semantic/2"
+_Row = tuple[dict[str, float], float, torch.Tensor]  # exemplar scores, benign score, embedding
 
 
 class SemanticChecker:
-    """Encodes the policy's exemplars once; `check` encodes one prompt (~15 ms with MiniLM)."""
+    """Encodes the policy's exemplars once; `check` encodes one prompt (~10 ms with MiniLM)."""
 
-    def __init__(self, policy: Policy, encoder: TextEncoder) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        encoder: TextEncoder,
+        head: ClassifierHead | None | Literal["policy"] = "policy",
+    ) -> None:
         self.policy = policy
         self.encoder = encoder
+        if head == "policy":
+            head = load_head(policy.semantic_head) if policy.semantic_head else None
+        self.head = head
+        self.lexical = LexicalChecker(policy)
         names = [n for n, c in policy.categories.items() if c.exemplars]
         texts = [e for n in names for e in policy.categories[n].exemplars]
         owners = [n for n in names for _ in policy.categories[n].exemplars]
@@ -29,7 +50,7 @@ class SemanticChecker:
         benign = policy.benign_exemplars
         self.benign = encoder.encode(list(benign)) if benign else None  # (B, D)
 
-    def _score_rows(self, prompts: Sequence[str]) -> list[tuple[dict[str, float], float]]:
+    def _score_rows(self, prompts: Sequence[str]) -> list[_Row]:
         texts = [normalise(p).text or p for p in prompts]
         queries = self.encoder.encode(texts)  # (N, D)
         sims = queries @ self.exemplars.T  # (N, E)
@@ -40,41 +61,101 @@ class SemanticChecker:
             benign = (queries @ self.benign.T).max(dim=1).values.tolist()  # (N,)
         else:
             benign = [-1.0] * len(texts)
-        return [({n: float(row[i]) for i, n in enumerate(self.names)}, float(b))
-                for row, b in zip(best, benign, strict=True)]
+        return [
+            ({n: float(row[i]) for i, n in enumerate(self.names)}, float(b), q)
+            for row, b, q in zip(best, benign, queries, strict=True)
+        ]
 
     def scores(self, prompt: str) -> tuple[dict[str, float], float]:
         """Best exemplar similarity per category, and the best benign-exemplar similarity."""
-        return self._score_rows([prompt])[0]
+        exemplar, benign, _ = self._score_rows([prompt])[0]
+        return exemplar, benign
 
-    def check(self, prompt: str, *, stage: Stage = "prompt") -> Verdict:
-        """Flag categories whose score reaches `semantic` (action) or `semantic_hold` (hold)."""
-        return self._verdict(*self.scores(prompt), stage=stage)
+    def check(
+        self, prompt: str, *, stage: Stage = "prompt", lexical: Verdict | None = None
+    ) -> Verdict:
+        """Judge one prompt; `lexical` is the lexical stage's verdict (computed when absent)."""
+        return self.check_many([prompt], lexical=[lexical] if lexical else None, stage=stage)[0]
 
-    def check_many(self, prompts: Sequence[str], *, batch: int = 64) -> list[Verdict]:
+    def check_many(
+        self,
+        prompts: Sequence[str],
+        *,
+        batch: int = 64,
+        lexical: Sequence[Verdict] | None = None,
+        stage: Stage = "prompt",
+    ) -> list[Verdict]:
         """`check` for many prompts, encoded in batches (the same verdicts, far fewer passes)."""
-        rows = []
+        lex = list(lexical) if lexical is not None else [self.lexical.check(p) for p in prompts]
+        rows: list[_Row] = []
         for start in range(0, len(prompts), batch):
             rows += self._score_rows(prompts[start : start + batch])
-        return [self._verdict(scores, benign, stage="prompt") for scores, benign in rows]
+        if self.head is not None and self.head_calibrated:
+            probs = self.head.probabilities(
+                torch.stack([r[2] for r in rows]),
+                [v.scores for v in lex],
+                exemplar=[r[0] for r in rows],
+                benign=[r[1] for r in rows],
+            )
+            return [
+                self._head_verdict(r, p, v, stage) for r, p, v in zip(rows, probs, lex, strict=True)
+            ]
+        return [self._exemplar_verdict(r, v, stage) for r, v in zip(rows, lex, strict=True)]
+
+    @property
+    def head_calibrated(self) -> bool:
+        """Whether the shipped head was trained on this encoder's embeddings."""
+        return self.head is not None and self.head.encoder == self.encoder.name
 
     @property
     def calibrated(self) -> bool:
-        """Whether the policy's semantic thresholds were set for this encoder."""
-        return self.encoder.name in self.policy.semantic_calibrated_for
+        """Whether the thresholds in use (the head's, else the exemplars') fit this encoder."""
+        return self.head_calibrated or self.encoder.name in self.policy.semantic_calibrated_for
 
-    def _verdict(self, scores: dict[str, float], benign: float, *, stage: Stage) -> Verdict:
+    def _detail(self, row: _Row, lexical: Verdict) -> dict[str, object]:
+        exemplar, benign, _ = row
+        return {
+            "encoder": self.encoder.name,
+            "calibrated": self.calibrated,
+            "exemplar_scores": {k: round(v, 6) for k, v in exemplar.items()},
+            "benign_score": round(benign, 6),
+            "margin": self.policy.semantic_margin,
+            "referred": list(lexical.detail.get("referred", [])),
+        }
+
+    def _head_verdict(
+        self, row: _Row, probs: dict[str, float], lexical: Verdict, stage: Stage
+    ) -> Verdict:
+        assert self.head is not None
+        top = self.head.flagged(probs)
+        category = self.policy.categories.get(top) if top else None
+        fired = category is not None and category.action is not Decision.ALLOW
+        return Verdict(
+            stage=stage,
+            checker="semantic",
+            checker_version=f"{CHECKER_VERSION}+{self.encoder.name}+{self.head.version}",
+            policy_version=self.policy.version,
+            decision=category.action if fired and category else Decision.ALLOW,
+            scores={k: round(v, 6) for k, v in probs.items()},
+            thresholds=dict(self.head.thresholds),
+            flagged=(top,) if fired and top else (),
+            detail={
+                **self._detail(row, lexical),
+                "head": self.head.version,
+                "unsafe_probability": round(sum(probs.values()), 6),
+            },
+        )
+
+    def _exemplar_verdict(self, row: _Row, lexical: Verdict, stage: Stage) -> Verdict:
+        scores, benign, _ = row
         margin = self.policy.semantic_margin
         decisions: dict[str, Decision] = {}
         thresholds: dict[str, float] = {}
         for name, score in scores.items():
-            if not self.calibrated:
-                thresholds[name] = self.policy.categories[name].thresholds.semantic
-                continue
             category = self.policy.categories[name]
             limits = category.thresholds
             thresholds[name] = limits.semantic
-            if category.action is Decision.ALLOW or score - benign < margin:
+            if not self.calibrated or category.action is Decision.ALLOW or score - benign < margin:
                 continue
             if score >= limits.semantic:
                 decisions[name] = category.action
@@ -85,11 +166,13 @@ class SemanticChecker:
             checker="semantic",
             checker_version=f"{CHECKER_VERSION}+{self.encoder.name}",
             policy_version=self.policy.version,
-            decision=(strictest(decisions.values()) if self.calibrated
-                      else self.policy.semantic_when_uncalibrated),
+            decision=(
+                strictest(decisions.values())
+                if self.calibrated
+                else self.policy.semantic_when_uncalibrated
+            ),
             scores=scores,
             thresholds=thresholds,
             flagged=tuple(decisions),
-            detail={"encoder": self.encoder.name, "benign_score": round(benign, 6),
-                    "margin": margin, "calibrated": self.calibrated},
+            detail=self._detail(row, lexical),
         )

@@ -13,14 +13,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import PIL.Image
+import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import verdicts as ledger
 from shared.db.claims import Claim, ImageRecord, add_images
+from shared.db.enforcement import enforce_block
 from shared.db.models import Job
 from shared.db.states import JobStatus, transition
 from shared.moderation.gate import lexical_checker_for, policy_for
+from shared.moderation.policy import Enforcement
+from shared.moderation.reasons import reason_for
 from shared.moderation.verdict import Decision, Stage, Verdict, error_verdict, strictest
 from shared.settings import Settings
 from worker.moderation.image_checker import ImageChecker
@@ -30,7 +34,6 @@ from worker.tasks.progress import JobCancelled
 from worker.unclip.family import Family
 
 log = logging.getLogger(__name__)
-REASON_LENGTH = 64  # jobs.status_reason
 
 
 class ModerationStopped(JobCancelled):
@@ -77,16 +80,15 @@ def run_check(
     except Exception as exc:  # fail closed: any checker failure holds the job
         log.exception("moderation %s check (%s) failed; holding the job", stage, checker)
         message = f"{type(exc).__name__}: {exc}"
-        return [error_verdict(stage=stage, checker=checker, checker_version="error",
-                              policy_version=policy_version, error=message)]
-
-
-def reason_for(verdicts: Sequence[Verdict]) -> str:
-    """A short code a client can show, e.g. "moderation_hold:violence"."""
-    worst = strictest(v.decision for v in verdicts)
-    flagged = [c for v in verdicts if v.decision is worst for c in v.flagged]
-    first = flagged[0] if flagged else "checker_error"
-    return f"moderation_{worst.value}:{first}"[:REASON_LENGTH]
+        return [
+            error_verdict(
+                stage=stage,
+                checker=checker,
+                checker_version="error",
+                policy_version=policy_version,
+                error=message,
+            )
+        ]
 
 
 def enforce(
@@ -95,23 +97,38 @@ def enforce(
     verdicts: Sequence[Verdict],
     *,
     held_images: Sequence[ImageRecord] = (),
+    rules: Enforcement = Enforcement(),
 ) -> None:
-    """Record the verdicts; on hold or block stop the job (keeping images unpublished)."""
+    """Record the verdicts; on hold or block stop the job (keeping images unpublished).
+
+    A block also applies the policy's enforcement to the job's key (queued jobs cancelled,
+    suspension after repeated blocks), in the same transaction.
+    """
     decision = strictest(v.decision for v in verdicts)
     with sessions.begin() as session:
         for verdict in verdicts:
             ledger.record_verdict(session=session, job_id=claim.job_id, verdict=verdict)
-        if decision is Decision.ALLOW:
+        found = reason_for(verdicts)
+        if found is None:
             return
-        reason = reason_for(verdicts)
+        reason = found.code
         target = JobStatus.rejected if decision is Decision.BLOCK else JobStatus.held
         if held_images:
             add_images(session, claim, held_images, publish=False)
-        moved = transition(session, claim.job_id, [JobStatus(claim.stage.value)], target,
-                           status_reason=reason, worker_id=None, heartbeat_at=None)
+        moved = transition(
+            session,
+            claim.job_id,
+            [JobStatus(claim.stage.value)],
+            target,
+            status_reason=reason,
+            worker_id=None,
+            heartbeat_at=None,
+        )
         if not moved:
             status = session.execute(select(Job.status).where(Job.id == claim.job_id)).scalar()
             log.warning("job %s: moderation %s found it %s", claim.job_id, decision, status)
+        if decision is Decision.BLOCK:
+            enforce_block(session=session, job_id=claim.job_id, rules=rules)
     raise ModerationStopped(claim.job_id, decision, reason)
 
 
@@ -119,6 +136,13 @@ def skip_input_checks(sessions: sessionmaker[Session], job_id: str) -> bool:
     """A reviewer released this job: its prompt and input were judged, do not judge again."""
     with sessions() as session:
         return ledger.has_release(session=session, job_id=job_id)
+
+
+def _enforcement(settings: Settings) -> Enforcement:
+    try:
+        return policy_for(settings.moderation_policy).enforcement
+    except Exception:  # an unreadable policy already holds the job; enforce nothing more
+        return Enforcement()
 
 
 def _policy_version(settings: Settings) -> str:
@@ -129,7 +153,11 @@ def _policy_version(settings: Settings) -> str:
 
 
 def check_prompt_and_input(
-    sessions: sessionmaker[Session], claim: Claim, settings: Settings, family: Family, job: Job,
+    sessions: sessionmaker[Session],
+    claim: Claim,
+    settings: Settings,
+    family: Family,
+    job: Job,
     image: PIL.Image.Image | None,
 ) -> None:
     """Before the prior: the prompt (terms again, then meaning) and any input image."""
@@ -138,26 +166,85 @@ def check_prompt_and_input(
     version = _policy_version(settings)
     verdicts: list[Verdict] = []
     if job.prompt.strip():
-        verdicts += run_check(
+        lexical = run_check(
             lambda: [lexical_checker_for(settings.moderation_policy).check(job.prompt)],
-            stage="prompt", checker="lexical", policy_version=version)
+            stage="prompt",
+            checker="lexical",
+            policy_version=version,
+        )
+        verdicts += lexical
+        # The semantic stage judges the lexical stage's ambiguous matches in context.
+        lexical_verdict = lexical[0] if lexical[0].checker_version != "error" else None
         verdicts += run_check(
-            lambda: [checkers_for(settings, family).semantic.check(job.prompt)],
-            stage="prompt", checker="semantic", policy_version=version)
+            lambda: [
+                checkers_for(settings, family).semantic.check(job.prompt, lexical=lexical_verdict)
+            ],
+            stage="prompt",
+            checker="semantic",
+            policy_version=version,
+        )
     if image is not None:
         verdicts += run_check(
             lambda: checkers_for(settings, family).image.check([image], stage="input_image"),
-            stage="input_image", checker="image", policy_version=version)
+            stage="input_image",
+            checker="image",
+            policy_version=version,
+        )
     if verdicts:
-        enforce(sessions, claim, verdicts)
+        enforce(sessions, claim, verdicts, rules=_enforcement(settings))
+
+
+def check_mix(
+    sessions: sessionmaker[Session],
+    claim: Claim,
+    settings: Settings,
+    family: Family,
+    images: Sequence[PIL.Image.Image],
+    mixed: torch.Tensor,
+) -> None:
+    """Before a mix is decoded (H-embed, issue 15): its image entries as input images, and
+    the mixed embeddings (n, D) themselves against the image concepts; prompts are checked
+    by check_prompt_and_input (the row's prompt holds them)."""
+    if skip_input_checks(sessions, claim.job_id):
+        return
+    version = _policy_version(settings)
+    verdicts: list[Verdict] = []
+    if images:
+        verdicts += run_check(
+            lambda: checkers_for(settings, family).image.check(list(images), stage="input_image"),
+            stage="input_image", checker="image", policy_version=version,
+        )  # fmt: skip
+    verdicts += run_check(
+        lambda: checkers_for(settings, family).image.check_embeddings(mixed, stage="input_image"),
+        stage="input_image", checker="image", policy_version=version,
+    )  # fmt: skip
+    enforce(sessions, claim, verdicts, rules=_enforcement(settings))
 
 
 def check_outputs(
-    sessions: sessionmaker[Session], claim: Claim, settings: Settings, family: Family,
-    images: Sequence[PIL.Image.Image], records: Sequence[ImageRecord],
+    sessions: sessionmaker[Session],
+    claim: Claim,
+    settings: Settings,
+    family: Family,
+    images: Sequence[PIL.Image.Image],
+    records: Sequence[ImageRecord],
+    edit: tuple[PIL.Image.Image, PIL.Image.Image | None] | None = None,
 ) -> None:
-    """Before publishing: every output image; a hold or block keeps them all unpublished."""
+    """Before publishing: every output image, and for an edit (`edit` = its input image and
+    mask) each output's repainted region; a hold or block keeps them all unpublished."""
+    version = _policy_version(settings)
     verdicts = run_check(
         lambda: checkers_for(settings, family).image.check(list(images), stage="output_image"),
-        stage="output_image", checker="image", policy_version=_policy_version(settings))
-    enforce(sessions, claim, verdicts, held_images=records)
+        stage="output_image",
+        checker="image",
+        policy_version=version,
+    )
+    if edit is not None:
+        source, mask = edit
+        verdicts += run_check(
+            lambda: checkers_for(settings, family).image.check_edit(source, mask, list(images)),
+            stage="edit_region",
+            checker="image",
+            policy_version=version,
+        )
+    enforce(sessions, claim, verdicts, held_images=records, rules=_enforcement(settings))

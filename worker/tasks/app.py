@@ -12,6 +12,7 @@ from celery import Celery
 
 from shared.queue.celery_app import make_celery
 from shared.settings import get_settings
+from worker.tasks import lifecycle, metrics_endpoint, registry, telemetry
 from worker.tasks.decoder_task import DecoderTask
 from worker.tasks.prior_task import PriorTask
 from worker.tasks.upsampler_task import UpsamplerTask
@@ -29,7 +30,11 @@ def register_tasks(app: Celery) -> Celery:
 @lru_cache(maxsize=1)
 def get_app() -> Celery:
     """This process's worker app, from the process's settings."""
-    return register_tasks(make_celery(get_settings()))
+    for observer in (telemetry, metrics_endpoint, registry):  # logs, /metrics, fleet registry
+        observer.connect()
+    app = register_tasks(make_celery(get_settings()))
+    lifecycle.install(app, get_settings())  # drain on SIGTERM, stop consuming when unhealthy
+    return app
 
 
 def __getattr__(name: str) -> Any:

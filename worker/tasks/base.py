@@ -1,9 +1,13 @@
-"""RenderTask: claim the job, run one stage with the per-process family, store, advance, enqueue.
+"""RenderTask: claim the job, run one stage with the per-process family, store, advance, hand off.
 
 Each stage task subclasses RenderTask and implements `render`. Everything around it is here:
 the claim (a duplicate delivery is a no-op), the progress writer and cancel check, the
-conditional completion, the next stage's message (sent after the commit), and failures
-(transient ones retried with backoff, up to settings.max_attempts claims of the stage).
+conditional completion with the next stage's message recorded in the same transaction
+(shared/db/outbox.py) and published after the commit, and failures: a transient one records
+a retry message due after a backoff, up to settings.max_attempts attempts of the stage as the
+database counts them. A message that could not be published stays in the outbox, where the
+sweeper (shared/sweeper.py, `unclip sweeper`) publishes it. A draining or unhealthy worker
+hands its job back (claim released, message re-published) instead of finishing or failing it.
 """
 
 from __future__ import annotations
@@ -11,15 +15,15 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from celery import Task
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db.base import utcnow
 from shared.db.claims import (
+    RELEASED,
     Claim,
     ImageRecord,
     claim_stage,
@@ -28,26 +32,32 @@ from shared.db.claims import (
     count_stage_attempts,
     fail_stage,
     job_status,
-    live_holder,
+    release_claim,
 )
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.models import Job
+from shared.db.outbox import PendingMessage, mark_published, record_message
 from shared.db.states import JobStatus, Stage, next_stage
+from shared.logging import bind_job
 from shared.queue.dispatch import enqueue_stage
 from shared.settings import Settings, get_settings
 from shared.storage.base import Storage
 from shared.storage.factory import make_storage
+from worker.tasks import drain
+from worker.tasks.batching import gather_batch
 from worker.tasks.failures import backoff_s, classify
 from worker.tasks.family_cache import get_family
+from worker.tasks.health import WorkerUnhealthy, health
 from worker.tasks.heartbeat import Heartbeat
-from worker.tasks.progress import ClaimLost, JobCancelled, ProgressWriter
+from worker.tasks.progress import ClaimLost, Drained, JobCancelled, ProgressWriter
 
 if TYPE_CHECKING:
     from worker.unclip.family import Family
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["done", "duplicate", "cancelled", "lost", "failed"]
+Outcome = Literal["done", "duplicate", "cancelled", "lost", "failed", "retrying", "handed_back"]
+STORAGE_UNAVAILABLE = "storage_unavailable"
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,9 @@ class StageOutput:
     output_key: str | None = None
     images: list[ImageRecord] = field(default_factory=list)
     publish: bool = True  # False keeps the images from clients (the output check holds them)
+    # Written in the completing transaction, only if the stage completes (H-embed: the stage's
+    # run record for the manifest, the prior's embedding ids).
+    on_complete: Callable[[Session], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,7 @@ class Resources:
     settings: Settings
     sessions: sessionmaker[Session]
     storage: Storage
+    pid: int = field(default_factory=os.getpid)
 
 
 class RenderTask(Task):  # type: ignore[misc]
@@ -76,19 +90,23 @@ class RenderTask(Task):  # type: ignore[misc]
     reject_on_worker_lost = True
     ignore_result = True
     typing = False  # kwargs are checked by the claim, not by Celery's signature check
+    # Runs in the worker's main process: releases the claim of a lost or killed attempt.
+    Request = "worker.tasks.request:RenderRequest"
     _resources: ClassVar[Resources | None] = None
 
     # ---- per-process caches -------------------------------------------------------------
     @classmethod
     def resources(cls) -> Resources:
-        if RenderTask._resources is None:
+        current = RenderTask._resources
+        # A pool process forked after the main process built its own must not share them.
+        if current is None or current.pid != os.getpid():
             settings = get_settings()
-            RenderTask._resources = Resources(
+            RenderTask._resources = current = Resources(
                 settings=settings,
                 sessions=make_sessionmaker(make_engine(settings)),
                 storage=make_storage(settings),
             )
-        return RenderTask._resources
+        return current
 
     @classmethod
     def family(cls) -> Family:
@@ -107,37 +125,121 @@ class RenderTask(Task):  # type: ignore[misc]
     def run(self, job_id: str, attempt: int = 0, **_: Any) -> Outcome:
         """Run this stage for `job_id` (`attempt` is informational: the database decides)."""
         res = self.resources()
+        if not self._ready(res, job_id):
+            return "handed_back"
         claim = self._claim_or_retry(res, job_id)
         if claim is None:
             return "duplicate"
-        progress = ProgressWriter(res.sessions, claim, interval_s=res.settings.progress_interval_s)
+        bind_job(attempt=claim.attempt)  # log lines of this run carry its claim's attempt
+        # ---- dynamic batching (H-throughput): more waiting jobs, each run by _run_claimed ----
+        batch = gather_batch(self, res, claim)
+        if batch is not None:
+            return batch.run(lambda held: self._run_claimed(res, held))
+        # ---- end of dynamic batching ----
+        return self._run_claimed(res, claim)
+
+    def _run_claimed(self, res: Resources, claim: Claim) -> Outcome:
+        progress = ProgressWriter(res.sessions, claim, interval_s=res.settings.progress_interval_s,
+                                  cancel_check_s=res.settings.cancel_check_interval_s)
         try:
             with Heartbeat(res.sessions, claim, interval_s=res.settings.heartbeat_interval_s):
-                self.family()  # loaded once per process; a broken family fails the job, with why
                 with res.sessions() as session:
-                    job = session.get_one(Job, job_id)
+                    job = session.get_one(Job, claim.job_id)
                 output = self.render(job, claim, progress)
-            with res.sessions.begin() as session:
-                completed = complete_stage(
-                    session,
-                    claim,
-                    output_key=output.output_key,
-                    images=output.images,
-                    publish=output.publish,
-                )
+            completed, following = self._complete(res, claim, output)
         except JobCancelled as stop:  # a client's cancel, or moderation holding the job
             return self._cancelled(res, claim, stop)
         except ClaimLost as exc:
             log.warning("%s: %s; leaving the job to its new owner", self.name, exc)
             return "lost"
+        except Drained as stop:
+            return self._hand_back(res, claim, str(stop))
         except Exception as exc:
             return self._failed(res, claim, exc)
         if not completed:
             return self._after_lost_completion(res, claim)
-        self._enqueue_next(res, claim)
-        log.info("job %s: %s done (attempt %d)", job_id, self.stage, claim.attempt)
+        health.record_success()
+        if following is not None:
+            self._publish(res, following)
+        log.info("job %s: %s done (attempt %d)", claim.job_id, self.stage, claim.attempt)
         return "done"
 
+    def _complete(
+        self, res: Resources, claim: Claim, output: StageOutput
+    ) -> tuple[bool, PendingMessage | None]:
+        """Advance the job and record the next stage's message, in one transaction."""
+        following = next_stage(claim.stage)
+        with res.sessions.begin() as session:
+            completed = complete_stage(
+                session, claim, output_key=output.output_key, images=output.images,
+                publish=output.publish,
+            )  # fmt: skip
+            if completed and output.on_complete is not None:
+                output.on_complete(session)
+            if not completed or following is None:
+                return completed, None
+            message = record_message(
+                session, job_id=claim.job_id, stage=following, attempt=claim.attempt,
+                reason="next_stage",
+            )  # fmt: skip
+        return True, message
+
+    def _publish(self, res: Resources, message: PendingMessage, countdown: float = 0.0) -> None:
+        """Publish a committed outbox message and mark it; on failure the sweeper publishes it."""
+        try:
+            if countdown > 0:
+                enqueue_stage(self.app, message.job_id, message.stage, message.attempt,
+                              countdown=countdown)  # fmt: skip
+            else:
+                enqueue_stage(self.app, message.job_id, message.stage, message.attempt)
+            with res.sessions.begin() as session:
+                mark_published(session, message.id)
+        except Exception:
+            log.exception("job %s: could not publish %s; it stays in the outbox, where the "
+                          "sweeper publishes it", message.job_id, message.stage)  # fmt: skip
+
+    # ---- before the claim: is this worker fit to run the stage? -----------------------------
+    def _ready(self, res: Resources, job_id: str) -> bool:
+        """False when the job was handed back unclaimed (draining); raises WorkerUnhealthy
+        after handing it back when this worker cannot do jobs."""
+        if drain.draining():
+            self._hand_back_unclaimed(res, job_id, "worker shutting down")
+            return False
+        if health.healthy:
+            try:
+                self.family()  # loaded once per process
+            except Exception as exc:
+                health.mark_unhealthy(f"{type(exc).__name__}: {exc}")
+        if health.reason is not None:
+            self._hand_back_unclaimed(res, job_id, health.reason)
+            raise WorkerUnhealthy(health.reason)
+        return True
+
+    def _hand_back_unclaimed(self, res: Resources, job_id: str, why: str) -> None:
+        with res.sessions.begin() as session:
+            job = session.get(Job, job_id)
+            if job is None:  # nothing to hand back (a message for a deleted job)
+                return
+            message = record_message(
+                session, job_id=job_id, stage=self.stage, attempt=job.attempt, reason="handed_back"
+            )
+        log.warning("job %s: %s handed back unclaimed: %s", job_id, self.stage, why)
+        self._publish(res, message)
+
+    def _hand_back(self, res: Resources, claim: Claim, why: str) -> Outcome:
+        """Release the claim (not counted as an attempt) and re-publish the stage's message."""
+        with res.sessions.begin() as session:
+            if not release_claim(session, claim, status=RELEASED, error=why):
+                return "lost"
+            message = record_message(
+                session, job_id=claim.job_id, stage=claim.stage, attempt=claim.attempt,
+                reason="handed_back",
+            )  # fmt: skip
+        log.warning("job %s: %s handed back: %s", claim.job_id, claim.stage, why)
+        self._publish(res, message)
+        return "handed_back"
+
+    # ---- the claim -------------------------------------------------------------------------
     def _claim_or_retry(self, res: Resources, job_id: str) -> Claim | None:
         """Claim; when the database cannot be reached, come back later instead of dropping."""
         try:
@@ -149,6 +251,7 @@ class RenderTask(Task):  # type: ignore[misc]
             countdown = backoff_s(self.request.retries or 0)
             log.warning("job %s: cannot claim %s (%s); retrying in %.0f s", job_id,
                         self.stage, failure.message, countdown)  # fmt: skip
+            # Celery's counter only paces this wait; no attempt was made, none is counted.
             raise self.retry(kwargs={"job_id": job_id}, countdown=countdown, max_retries=None,
                              exc=exc) from exc  # fmt: skip
 
@@ -162,10 +265,9 @@ class RenderTask(Task):  # type: ignore[misc]
                 stale_after_s=res.settings.heartbeat_stale_s,
                 max_attempts=res.settings.max_attempts,
             )
-            held_since = None if claim else live_holder(session, job_id=job_id, stage=self.stage)
-        if claim is None and held_since is not None:
-            self._look_again_later(res, job_id, held_since)
         if claim is None:
+            # Another live worker holds the stage, or the job moved on. A holder that dies is
+            # released by its worker at once, or by the sweeper once its heartbeat is stale.
             log.info(
                 "job %s: %s not claimable (duplicate delivery, or the job moved on); "
                 "acknowledging without work",
@@ -174,29 +276,7 @@ class RenderTask(Task):  # type: ignore[misc]
             )
         return claim
 
-    def _look_again_later(self, res: Resources, job_id: str, heartbeat_at: datetime) -> None:
-        """Another worker holds the stage. If it died (its pool child killed, the message
-        re-queued at once), only a delivery after its heartbeat goes stale can take over;
-        if it lives, that later delivery finds the job moved on and does nothing."""
-        stale_at = heartbeat_at + timedelta(seconds=res.settings.heartbeat_stale_s)
-        countdown = max(1.0, (stale_at - utcnow()).total_seconds() + 1.0)
-        log.info(
-            "job %s: %s is held by another worker; looking again in %.0f s", job_id,
-            self.stage, countdown,
-        )  # fmt: skip
-        raise self.retry(kwargs={"job_id": job_id}, countdown=countdown, max_retries=None)
-
-    def _enqueue_next(self, res: Resources, claim: Claim) -> None:
-        following = next_stage(claim.stage)
-        if following is None:
-            return
-        # A publish failure leaves the job at the next stage without a message; the sweeper
-        # re-publishes such rows, so it is logged, not raised (the stage itself is done).
-        try:
-            enqueue_stage(self.app, claim.job_id, following, claim.attempt)
-        except Exception:
-            log.exception("job %s: could not publish %s", claim.job_id, following)
-
+    # ---- endings other than done -----------------------------------------------------------
     def _cancelled(self, res: Resources, claim: Claim, stop: Exception | None = None) -> Outcome:
         with res.sessions.begin() as session:
             close_cancelled(session, claim)
@@ -214,28 +294,39 @@ class RenderTask(Task):  # type: ignore[misc]
     def _failed(self, res: Resources, claim: Claim, exc: Exception) -> Outcome:
         failure = classify(exc)
         log.error("job %s: %s failed: %s", claim.job_id, claim.stage, failure.message, exc_info=exc)
-        countdown = backoff_s(self.request.retries or 0)
+        if failure.code == STORAGE_UNAVAILABLE and health.record_storage_failure(failure.message):
+            self._hand_back(res, claim, health.reason or failure.message)
+            raise WorkerUnhealthy(health.reason) from exc
         try:
-            with res.sessions.begin() as session:
-                tried = count_stage_attempts(session, job_id=claim.job_id, stage=claim.stage)
-                retry = failure.transient and tried < res.settings.max_attempts
-                fail_stage(
-                    session,
-                    claim,
-                    error_code=failure.code,
-                    error_message=failure.message,
-                    retry=retry,
-                )
+            retry = self._record_failure(res, claim, failure.code, failure.message,
+                                         failure.transient)  # fmt: skip
         except Exception:
             # The database itself is down: the claim stays held until its heartbeat goes
-            # stale, so the retry must come after that to be able to claim.
+            # stale (or the sweeper releases it), so come back after that.
             log.exception("job %s: could not record the failure", claim.job_id)
-            retry, countdown = True, res.settings.heartbeat_stale_s + countdown
-        if retry:
-            raise self.retry(
-                kwargs={"job_id": claim.job_id, "attempt": claim.attempt},
-                countdown=countdown,
-                max_retries=res.settings.max_attempts,
-                exc=exc,
-            )
-        return "failed"
+            countdown = res.settings.heartbeat_stale_s + backoff_s(0)
+            raise self.retry(kwargs={"job_id": claim.job_id, "attempt": claim.attempt},
+                             countdown=countdown, max_retries=None, exc=exc) from exc  # fmt: skip
+        if retry is None:
+            return "failed"
+        message, delay = retry
+        self._publish(res, message, countdown=delay)
+        return "retrying"
+
+    def _record_failure(
+        self, res: Resources, claim: Claim, code: str, message: str, transient: bool
+    ) -> tuple[PendingMessage, float] | None:
+        """Fail the attempt; while the database counts fewer than max_attempts attempts of a
+        transient failure, record the retry's message due after a backoff."""
+        with res.sessions.begin() as session:
+            tried = count_stage_attempts(session, job_id=claim.job_id, stage=claim.stage)
+            retry = transient and tried < res.settings.max_attempts
+            fail_stage(session, claim, error_code=code, error_message=message, retry=retry)
+            if not retry:
+                return None
+            delay = backoff_s(max(tried - 1, 0))
+            pending = record_message(
+                session, job_id=claim.job_id, stage=claim.stage, attempt=claim.attempt,
+                reason="retry", delay_s=delay,
+            )  # fmt: skip
+        return pending, delay

@@ -7,10 +7,11 @@ from shared.db.models import Job
 from shared.db.states import Stage
 from shared.storage.keys import stage_output_key
 from worker.tasks.base import RenderTask, StageOutput
-from worker.tasks.job_spec import build_spec
+from worker.tasks.batching import run_in_batch
+from worker.tasks.job_spec import build_spec, params_used
 from worker.tasks.payloads import decode_tensor, encode_tensor
 from worker.tasks.progress import ProgressWriter
-from worker.unclip.decoder_stage import run_decoder
+from worker.tasks.run_record import stage_run, write_stage_run
 
 LOW_RES_NAME = "low_res.safetensors"
 
@@ -25,14 +26,18 @@ class DecoderTask(RenderTask):
         storage = self.resources().storage
         if job.prior_output_key is None:
             raise ValueError(f"job {job.id} reached the decoder without stored prior output")
-        spec = build_spec(job, storage)
+        spec = build_spec(job, storage, params_used(job, self.family()))
         embeddings = decode_tensor(
             storage.get_bytes(job.prior_output_key), stage=Stage.prior, expected_rows=job.n
         )  # (n, D)
         # Moderation point 2: the input-image check of a variation or edit runs here.
-        [low_res] = run_decoder(self.family(), [spec], [embeddings], callback=progress)
+        # One library call with the jobs batched with this one (alone when none is).
+        low_res = run_in_batch(self.stage, self.family(), spec, embeddings, progress)
+        run = stage_run(self.family(), str(self.resources().settings.family), spec, self.stage,
+                        claim)  # fmt: skip
         key = stage_output_key(job.id, claim.attempt, self.stage, LOW_RES_NAME)
         storage.put_bytes(
             key, encode_tensor(low_res, stage=self.stage), "application/x-safetensors"
         )
-        return StageOutput(output_key=key)
+        return StageOutput(output_key=key,
+                           on_complete=lambda session: write_stage_run(session, claim, run))

@@ -12,7 +12,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from shared.errors import InvalidStorageKey, StorageError, StorageKeyNotFound, UnclipError
+from shared.errors import (
+    DatabaseUnavailable,
+    InvalidStorageKey,
+    QueueUnavailable,
+    StorageError,
+    StorageKeyNotFound,
+    UnclipError,
+)
 from worker.tasks.family_cache import FamilyUnavailable
 
 MAX_MESSAGE_CHARS = 2000
@@ -42,11 +49,11 @@ def classify(exc: BaseException) -> Failure:
         return Failure("missing_input", message, transient=False)
     if isinstance(exc, StorageError):
         return Failure("storage_unavailable", message, transient=True)
-    if isinstance(exc, (OperationalError, InterfaceError)) or (
+    if isinstance(exc, (OperationalError, InterfaceError, DatabaseUnavailable)) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     ):
         return Failure("database_unavailable", message, transient=True)
-    if isinstance(exc, (BrokerError, RedisConnectionError, RedisTimeoutError)):
+    if isinstance(exc, (BrokerError, RedisConnectionError, RedisTimeoutError, QueueUnavailable)):
         return Failure("broker_unavailable", message, transient=True)
     if isinstance(exc, (ValueError, UnclipError)):
         return Failure("invalid_input", message, transient=False)

@@ -52,6 +52,12 @@ def _load(settings: Settings, device: torch.device, dtype: torch.dtype) -> Famil
     path = settings.family
     if (path / "family.json").is_file():
         return load_family(path, device, dtype)
+    if settings.env == "production":
+        # Random weights make noise that looks like a working service: never in production.
+        raise FamilyUnavailable(
+            f"no trained model family at {path} (UNCLIP_FAMILY has no family.json); production "
+            "never falls back to random weights: point UNCLIP_FAMILY at a family directory"
+        )
     from worker.unclip.reference_family import make_reference_family
 
     log.warning(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load, save
 
-PAYLOAD_FORMAT = "unclip-stage-output/1"
-_TENSOR_KEY = "x"
+from shared.embedding_payload import PAYLOAD_FORMAT
+from shared.embedding_payload import TENSOR_KEY as _TENSOR_KEY  # the API reads them too
 
 
 def encode_tensor(x: torch.Tensor, *, stage: str) -> bytes:

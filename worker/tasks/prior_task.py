@@ -1,19 +1,37 @@
-"""render.prior: the prompt (or input image) -> CLIP image embeddings, stored for the decoder."""
+"""render.prior: the prompt (or input image, embedding or mix) -> CLIP image embeddings, stored
+for the decoder, with an embedding id per image recorded as the stage completes."""
 
 from __future__ import annotations
 
+from functools import partial
+
+from sqlalchemy.orm import Session
+
 from shared.db.claims import Claim
+from shared.db.embeddings import replace_embeddings
+from shared.db.jobs import record_params_used
 from shared.db.models import Job
 from shared.db.states import Stage
+from shared.manifest import StageRun
 from shared.storage.keys import stage_output_key
-from worker.moderation.stage_gate import check_prompt_and_input
+from worker.moderation.stage_gate import check_mix, check_prompt_and_input
 from worker.tasks.base import RenderTask, StageOutput
-from worker.tasks.job_spec import build_spec
+from worker.tasks.batching import run_in_batch
+from worker.tasks.job_spec import build_spec, params_used
 from worker.tasks.payloads import encode_tensor
 from worker.tasks.progress import ProgressWriter
-from worker.unclip.prior_stage import run_prior
+from worker.tasks.run_record import stage_run, write_stage_run
 
 EMBEDDINGS_NAME = "image_embeddings.safetensors"
+
+
+def _on_complete(
+    job: Job, claim: Claim, key: str, dim: int, run: StageRun, session: Session
+) -> None:
+    """In the completing transaction: the run record and the embedding ids of this output."""
+    write_stage_run(session, claim, run)
+    upload_variation = job.kind == "variation" and job.input_embedding_key is None
+    replace_embeddings(session, job, storage_key=key, dim=dim, variation_input=upload_variation)
 
 
 class PriorTask(RenderTask):
@@ -23,15 +41,29 @@ class PriorTask(RenderTask):
     stage = Stage.prior
 
     def render(self, job: Job, claim: Claim, progress: ProgressWriter) -> StageOutput:
-        storage = self.resources().storage
-        spec = build_spec(job, storage)
+        res = self.resources()
+        storage = res.storage
+        # What runs is recorded first: the request's Nones filled from the family's defaults.
+        with res.sessions.begin() as session:
+            used = record_params_used(
+                session=session, job_id=job.id, used=params_used(job, self.family())
+            )
+        spec = build_spec(job, storage, used)
         # Moderation point 1: prompt (terms, meaning) and input-image checks before the prior;
         # a hold or block stops the stage here (ModerationStopped), a checker error holds.
-        res = self.resources()
         check_prompt_and_input(res.sessions, claim, res.settings, self.family(), job, spec.image)
-        [embeddings] = run_prior(self.family(), [spec], callback=progress)  # (n, D)
+        # One library call with the jobs batched with this one (alone when none is).
+        embeddings = run_in_batch(self.stage, self.family(), spec, None, progress)  # (n, D)
+        run = stage_run(self.family(), str(res.settings.family), spec, self.stage, claim)
+        # A mix's embeddings (and a variation's given one) pass the image checks first.
+        if spec.kind == "mix" or spec.image_embedding is not None:
+            images = [part.image for part in spec.mix if part.image is not None]
+            check_mix(res.sessions, claim, res.settings, self.family(), images, embeddings)
         key = stage_output_key(job.id, claim.attempt, self.stage, EMBEDDINGS_NAME)
         storage.put_bytes(
             key, encode_tensor(embeddings, stage=self.stage), "application/x-safetensors"
         )
-        return StageOutput(output_key=key)
+        dim = int(embeddings.shape[-1])
+        return StageOutput(
+            output_key=key, on_complete=partial(_on_complete, job, claim, key, dim, run)
+        )

@@ -1,4 +1,4 @@
-"""Per-step progress of a running stage: written at a bounded rate, cancel checked every step."""
+"""Per-step progress of a running stage: written at a bounded rate, cancel checked often."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.claims import Claim, job_status, record_progress
 from shared.db.states import STAGE_ORDER, JobStatus
+from worker.tasks import drain
 from worker.unclip.render_spec import StepProgress
 
 
@@ -18,6 +19,10 @@ class JobCancelled(Exception):
 
 class ClaimLost(Exception):
     """The job is no longer this attempt's (another worker re-claimed it, or it moved on)."""
+
+
+class Drained(Exception):
+    """The worker is shutting down and the drain timeout passed: hand the job back."""
 
 
 def overall_progress(stage: str, step: int, total: int) -> float:
@@ -30,9 +35,12 @@ def overall_progress(stage: str, step: int, total: int) -> float:
 class ProgressWriter:
     """The ProgressCallback a stage passes to the model library.
 
-    Every step it reads the job's status, so a cancelled job stops within one step. At most
-    once per `interval_s` (and on the last step) it also writes step, total, overall progress
-    and the heartbeat, conditional on the claim; losing the claim stops the stage as well.
+    At most once per `cancel_check_s` (0: every step) it reads the job's status, so a
+    cancelled job stops at the first step that ends after that long; reading it at every
+    step of a small model cost more than the steps (docs/benchmarks.md). At most once per
+    `interval_s` (and on the last step) it also writes step, total, overall progress and
+    the heartbeat, conditional on the claim; losing the claim stops the stage as well.
+    A worker draining past its drain timeout stops the stage at the step (raises Drained).
     """
 
     def __init__(
@@ -41,25 +49,34 @@ class ProgressWriter:
         claim: Claim,
         *,
         interval_s: float,
+        cancel_check_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
         self._claim = claim
         self._interval_s = interval_s
+        self._cancel_check_s = cancel_check_s
         self._clock = clock
         self._last_write: float | None = None
+        self._last_check: float | None = None
         self.writes = 0
         self.steps = 0
 
     def __call__(self, progress: StepProgress) -> None:
         self.steps += 1
+        if drain.overdue():
+            raise Drained(
+                f"worker shutting down: stage {self._claim.stage} of job {self._claim.job_id} "
+                f"stopped at step {progress.step} of {progress.total} past the drain timeout"
+            )
         now = self._clock()
         due = self._last_write is None or now - self._last_write >= self._interval_s
         if due or progress.step >= progress.total:
             self._write(progress)
-            self._last_write = now
-        else:
+            self._last_write = self._last_check = now
+        elif self._last_check is None or now - self._last_check >= self._cancel_check_s:
             self._check()
+            self._last_check = now
 
     def _write(self, progress: StepProgress) -> None:
         # The library may report sub-stages by their own names; the claim's stage is the truth.

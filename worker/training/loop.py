@@ -14,8 +14,8 @@ from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
+from shared.console_progress import StepBar
 from worker.training.checkpoint import (
     TrainState,
     capture_rng,
@@ -204,8 +204,7 @@ def run_training(task: StageTask, opts: LoopOptions) -> LoopResult:
     run.maybe_resume()
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = opts.out_dir / "metrics.jsonl"
-    bar = tqdm(total=opts.steps, initial=run.step, desc=task.stage, disable=not opts.progress,
-               mininterval=2.0, dynamic_ncols=True)
+    bar = StepBar(opts.steps, task.stage, initial=run.step, disable=not opts.progress)
     smooth, history, last_save = float("nan"), [], time.monotonic()
     with _stop_on_signals() as stopper:
         while not _budget_done(run.step, run.elapsed, opts) and not stopper.requested:
@@ -214,7 +213,7 @@ def run_training(task: StageTask, opts: LoopOptions) -> LoopResult:
             smooth = loss if math.isnan(smooth) else 0.95 * smooth + 0.05 * loss
             run.elapsed += time.monotonic() - t0
             bar.update(1)
-            bar.set_postfix(loss=f"{smooth:.4f}", min=f"{run.elapsed / 60:.1f}")
+            bar.status(loss=f"{smooth:.4f}", min=f"{run.elapsed / 60:.1f}")
             if run.step % opts.log_every == 0:
                 record = {"step": run.step, "elapsed_s": round(run.elapsed, 1),
                           "loss": loss, "loss_smooth": smooth, **metrics}

@@ -14,6 +14,7 @@ from torch import nn
 from worker.unclip.clip_encoder import ClipEncoder
 from worker.unclip.configs import ClipConfig, DecoderConfig, PriorConfig, UpsamplerConfig
 from worker.unclip.diffusion import GaussianDiffusion, diffusion_from_config, respaced
+from worker.unclip.diffusion.respace import SPACING_KINDS, spacing_spec
 from worker.unclip.diffusion.samplers import SAMPLER_NAMES
 from worker.unclip.nets import DecoderNet, PriorNet, UpsamplerPair
 from worker.unclip.render_spec import StageSteps
@@ -37,6 +38,13 @@ class FamilyError(ValueError):
     """A family directory is missing, incomplete or malformed."""
 
 
+STAGES = ("prior", "decoder", "upsampler")
+# How each sampler spreads a stage's steps unless family.json's defaults.spacing says
+# otherwise: Karlo's evenly spread steps for ddpm, trailing ones (Lin et al. 2023) else.
+DEFAULT_SPACING = {"ddpm": "linspace", "ddim": "trailing", "dpmpp_2m": "trailing"}
+SOLVERS = ("ddim", "dpmpp_2m")  # the samplers defaults.solver_start applies to
+
+
 @dataclass(frozen=True)
 class FamilyDefaults:
     """Sampling defaults stored in family.json."""
@@ -46,6 +54,11 @@ class FamilyDefaults:
     prior_guidance: float = 4.0
     decoder_guidance: float = 8.0
     prior_candidates: int = 2  # best-of-k prior samples, reranked by similarity to the text
+    # Per sampler, how its steps are spread (respace.SPACING_KINDS); unset: DEFAULT_SPACING.
+    spacing: dict[str, str] = field(default_factory=dict)
+    # Per stage, the largest trained timestep DDIM and DPM-Solver++ start from (unset: T - 1).
+    # For an eps net, x0 at T - 1 is its error over sqrt(alpha_bar), ~2e4x for cosine at 1000.
+    solver_start: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLER_NAMES:
@@ -54,6 +67,8 @@ class FamilyDefaults:
             )
         if self.prior_candidates < 1:
             raise FamilyError(f"prior_candidates must be >= 1, got {self.prior_candidates}")
+        _check_mapping("spacing", self.spacing, SAMPLER_NAMES, SPACING_KINDS)
+        _check_mapping("solver_start", self.solver_start, STAGES, None)
 
     def to_dict(self) -> dict[str, Any]:
         s = self.steps
@@ -63,11 +78,21 @@ class FamilyDefaults:
             "prior_guidance": self.prior_guidance,
             "decoder_guidance": self.decoder_guidance,
             "prior_candidates": self.prior_candidates,
+            **({"spacing": dict(self.spacing)} if self.spacing else {}),
+            **({"solver_start": dict(self.solver_start)} if self.solver_start else {}),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FamilyDefaults:
-        known = {"steps", "sampler", "prior_guidance", "decoder_guidance", "prior_candidates"}
+        known = {
+            "steps",
+            "sampler",
+            "prior_guidance",
+            "decoder_guidance",
+            "prior_candidates",
+            "spacing",
+            "solver_start",
+        }
         unknown = sorted(set(data) - known)
         if unknown:
             raise FamilyError(
@@ -82,6 +107,23 @@ class FamilyDefaults:
                 )
             kwargs["steps"] = StageSteps(*steps)
         return cls(**kwargs)
+
+
+def _check_mapping(
+    name: str, mapping: object, keys: tuple[str, ...], values: tuple[str, ...] | None
+) -> None:
+    """FamilyError unless mapping maps some of `keys` to `values` (None: ints >= 0)."""
+    if not isinstance(mapping, dict):
+        raise FamilyError(f"defaults.{name} must be an object, got {mapping!r}")
+    for key, value in mapping.items():
+        if key not in keys:
+            raise FamilyError(f"defaults.{name}: unknown key {key!r}; allowed: {', '.join(keys)}")
+        if values is not None and value not in values:
+            raise FamilyError(
+                f"defaults.{name}.{key}: {value!r} is unknown; allowed: {', '.join(values)}"
+            )
+        if values is None and not (isinstance(value, int) and value >= 0):
+            raise FamilyError(f"defaults.{name}.{key} must be an int >= 0, got {value!r}")
 
 
 @dataclass
@@ -133,8 +175,10 @@ class Family:
     def diffusion(self, stage: str, steps: int, sampler: str) -> GaussianDiffusion:
         """The stage's trained diffusion respaced to `steps` for `sampler` (cached).
 
-        ddpm keeps Karlo's evenly spread steps; ddim and dpmpp_2m use trailing steps,
-        which are better with few steps (Lin et al. 2023).
+        By default ddpm keeps Karlo's evenly spread steps; ddim and dpmpp_2m use trailing
+        steps, which are better with few steps (Lin et al. 2023). defaults.spacing chooses
+        otherwise per sampler, and defaults.solver_start lets ddim and dpmpp_2m start below
+        T - 1 on a stage.
         """
         if sampler not in SAMPLER_NAMES:
             raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLER_NAMES)}")
@@ -148,8 +192,9 @@ class Family:
             if stage not in configs:
                 raise ValueError(f"unknown stage {stage!r}; allowed: {', '.join(configs)}")
             full = diffusion_from_config(configs[stage])
-            spacing: int | str = steps if sampler == "ddpm" else f"trailing{steps}"
-            self._respaced[key] = respaced(full, spacing)
+            kind = self.defaults.spacing.get(sampler, DEFAULT_SPACING[sampler])
+            start = self.defaults.solver_start.get(stage) if sampler in SOLVERS else None
+            self._respaced[key] = respaced(full, spacing_spec(kind, steps), start=start)
         return self._respaced[key]
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Family:
@@ -182,7 +227,13 @@ def save_family(family: Family, path: str | Path, *, dtype: torch.dtype = torch.
     """Write `family` as a family directory (docs/architecture.md), weights in `dtype`."""
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "name": family.name, "defaults": family.defaults.to_dict()}
+    side = family.final_size  # what the upsampler makes; the API reports it (family_info)
+    meta = {
+        "format": FORMAT,
+        "name": family.name,
+        "native_size": f"{side}x{side}",
+        "defaults": family.defaults.to_dict(),
+    }
     _write_json(root / "family.json", meta)
     configs = {
         "clip": family.clip_config,

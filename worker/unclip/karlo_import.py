@@ -47,7 +47,11 @@ NETS: dict[str, Callable[[Any], nn.Module]] = {
     "upsampler": UpsamplerPair,
 }
 # Karlo's published sampling: DDPM at 25/25/7 steps, guidance 4 (prior) and 8 (decoder).
-KARLO_DEFAULTS = FamilyDefaults(StageSteps(25, 25, 7), "ddpm", 4.0, 8.0, 2)
+# Its decoder and upsampler predict eps on a cosine schedule: DDIM and DPM-Solver++ start at
+# 997 there, as Karlo's own DDIM spacing "fast27" does (x0 at 999 is the error x 2e4).
+KARLO_DEFAULTS = FamilyDefaults(
+    StageSteps(25, 25, 7), "ddpm", 4.0, 8.0, 2, solver_start={"decoder": 997, "upsampler": 997}
+)
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -271,6 +275,9 @@ Imported from Karlo v1 alpha (kakaobrain/karlo) by `unclip import-karlo` on {dat
 """
 
 
+IMPORT_PARTS = ("prior", "decoder", "upsampler", "prior_stats", "clip")
+
+
 def import_karlo(
     src_dir: str | Path,
     dest_dir: str | Path,
@@ -280,13 +287,16 @@ def import_karlo(
     clip_config: ClipConfig | None = None,
     allow_pickle: bool = False,
     name: str | None = None,
+    on_part: Callable[[str], None] | None = None,
 ) -> Path:
     """Write a model family directory (docs/architecture.md) from Karlo's released files.
 
     Sizes come from Karlo's YAML configs in `config_dir` when given, else from the
     checkpoints' tensor shapes (karlo_infer). The family is assembled in a sibling
     ".partial" directory and moved into place at the end; `dest_dir` must not exist yet.
+    `on_part` is called with each part's name once it is written (IMPORT_PARTS in order).
     """
+    done = on_part or (lambda _: None)
     if dtype not in DTYPES.values():
         raise KarloImportError(f"dtype must be one of float16, bfloat16, float32; got {dtype}")
     dest = Path(dest_dir)
@@ -298,15 +308,18 @@ def import_karlo(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        configs = {
-            stage: _import_stage(stage, files, work, given.get(stage), dtype, allow_pickle)
-            for stage in ("prior", "decoder", "upsampler")
-        }
+        configs = {}
+        for stage in ("prior", "decoder", "upsampler"):
+            configs[stage] = _import_stage(stage, files, work, given.get(stage), dtype,
+                                           allow_pickle)  # fmt: skip
+            done(stage)
         save_file(
             read_stats(files.stats, configs["prior"].clip_dim),
             str(work / "prior_stats.safetensors"),
         )
+        done("prior_stats")
         _import_clip(files, work, clip_config or karlo_clip_config(), dtype, allow_pickle)
+        done("clip")
         meta = {"format": FORMAT, "name": name or dest.name, "defaults": KARLO_DEFAULTS.to_dict()}
         _write_json(work / "family.json", meta)
         card = MODEL_CARD.format(

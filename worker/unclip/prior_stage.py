@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
+import PIL.Image
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from worker.unclip.clip_encoder import TextEncoding
 from worker.unclip.diffusion import get_sampler, randn_rows
+from worker.unclip.embedding_mix import mix_embeddings
 from worker.unclip.family import Family
 from worker.unclip.guidance import (
     NetFn,
@@ -18,6 +21,7 @@ from worker.unclip.guidance import (
     guided_model_fn,
 )
 from worker.unclip.nets import denormalise_image_emb
+from worker.unclip.nets.prior_cache import PrefixCache, encode_prefix, predict_with_prefix
 from worker.unclip.render_spec import (
     ProgressCallback,
     RenderSpec,
@@ -37,35 +41,69 @@ def run_prior(
     """Per spec, (n, D) float32 CPU CLIP image embeddings (un-normalised, as CLIP gives them).
 
     generate/edit: sampled by the prior from the prompt (best of k candidates, guidance on
-    the text only); variation: the CLIP image embedding of spec.image, repeated n times.
+    the text only); variation: the CLIP image embedding of spec.image (or the given
+    spec.image_embedding), repeated n times; mix: each entry's embedding (prompts sampled by
+    the prior, per image), spherically mixed by weight (embedding_mix.py).
     Specs sharing prior steps and sampler go through one sampler call.
     """
     with row_stable(family.networks().values()):
         return _run_prior(family, specs, callback)
 
 
+def mix_part_seed(seed: int, part: int) -> int:
+    """The seed of a mix's prompt entry `part`: its own, so entries differ, yet reproducible."""
+    return (seed * 1_000_003 + part + 1) % 2**32
+
+
+def _fixed_embedding(
+    family: Family, n: int, image: PIL.Image.Image | None, embedding: object
+) -> Tensor:
+    """(n, D): an image's CLIP embedding, or a given (D,) one, repeated n times."""
+    if embedding is not None:
+        emb = torch.as_tensor(embedding, dtype=torch.float32).reshape(1, -1)
+    else:
+        assert image is not None  # RenderSpec and MixPart check one of them is given
+        emb = family.clip.encode_image([image]).to("cpu", torch.float32)
+    return emb.expand(n, -1).clone()
+
+
 def _run_prior(
     family: Family, specs: Sequence[RenderSpec], callback: ProgressCallback | None
 ) -> list[Tensor]:
-    out: list[Tensor | None] = [None] * len(specs)
+    out: dict[int, Tensor] = {}
+    parts: dict[tuple[int, int], Tensor] = {}
+    sampled: list[tuple[int, int | None, RenderSpec]] = []  # (spec, mix entry, what to sample)
     for i, spec in enumerate(specs):
         if spec.kind == "variation":
-            assert spec.image is not None  # RenderSpec checks it
-            emb = family.clip.encode_image([spec.image]).to("cpu", torch.float32)
-            out[i] = emb.expand(spec.n, -1).clone()
-    prompted = [i for i, spec in enumerate(specs) if spec.kind != "variation"]
+            out[i] = _fixed_embedding(family, spec.n, spec.image, spec.image_embedding)
+        elif spec.kind == "mix":
+            for j, part in enumerate(spec.mix):
+                if part.prompt is None:
+                    parts[i, j] = _fixed_embedding(family, spec.n, part.image, part.embedding)
+                else:
+                    sampled.append((i, j, replace(spec, kind="generate", prompt=part.prompt,
+                                                  seed=mix_part_seed(spec.seed, j), mix=())))
+        else:
+            sampled.append((i, None, spec))
     chosen = run_grouped(
-        [specs[i] for i in prompted],
-        [None] * len(prompted),
+        [request for _, _, request in sampled],
+        [None] * len(sampled),
         STAGE,
         callback,
         lambda group, _, steps, sampler, counter: _sample_group(
             family, group, steps, sampler, counter
         ),
     )
-    for i, emb in zip(prompted, chosen, strict=True):
-        out[i] = emb
-    return [emb for emb in out if emb is not None]
+    for (i, entry, _), emb in zip(sampled, chosen, strict=True):
+        if entry is None:
+            out[i] = emb
+        else:
+            parts[i, entry] = emb
+    for i, spec in enumerate(specs):
+        if spec.kind == "mix":
+            embs = [parts[i, j] for j in range(len(spec.mix))]
+            out[i] = mix_embeddings(embs, [part.weight for part in spec.mix])
+    return [out[i] for i in range(len(specs))]
 
 
 def _sample_group(
@@ -97,14 +135,21 @@ def _sample_group(
 
 
 def _prior_net_fn(family: Family, cond: TextEncoding, null: TextEncoding) -> NetFn:
-    """net_fn for guided_model_fn: cond rows use the prompt, uncond rows the empty prompt."""
+    """net_fn for guided_model_fn: cond rows use the prompt, uncond rows the empty prompt.
+
+    Each half's text prefix is encoded on its first call and reused at every step
+    (nets/prior_cache.py: exact, the text positions never see the step's).
+    """
     both = concat_encodings(cond, null)
     texts = {"cond": cond, "both": both}
+    prefixes: dict[str, PrefixCache] = {}  # per half: the text positions, encoded once
 
     def net_fn(x: Tensor, t: Tensor, half: str) -> Tensor:
-        text = texts[half]
-        return family.prior(
-            x, t, text_emb=text.pooled, text_tokens=text.tokens, text_mask=text.mask
-        )
+        if half not in prefixes:
+            text = texts[half]
+            prefixes[half] = encode_prefix(
+                family.prior, text_emb=text.pooled, text_tokens=text.tokens, text_mask=text.mask
+            )
+        return predict_with_prefix(family.prior, x, t, prefixes[half])
 
     return net_fn

@@ -11,9 +11,10 @@ import PIL.Image
 In = TypeVar("In")
 Out = TypeVar("Out")
 
-Kind = Literal["generate", "variation", "edit"]
+Kind = Literal["generate", "variation", "edit", "mix"]
 Stage = Literal["prior", "decoder", "upsampler"]
 KINDS: tuple[str, ...] = get_args(Kind)
+MAX_MIX = 4
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,23 @@ class StageSteps:
 
 
 @dataclass(frozen=True)
+class MixPart:
+    """One entry of a mix: a prompt (sampled by the prior), an image, or a given embedding."""
+
+    weight: float
+    prompt: str | None = None
+    image: PIL.Image.Image | None = None
+    embedding: Any = None  # a (D,) CLIP image embedding, e.g. a stored one by embedding_id
+
+    def __post_init__(self) -> None:
+        given = [x is not None for x in (self.prompt, self.image, self.embedding)]
+        if sum(given) != 1:
+            raise ValueError("a mix entry is exactly one of prompt, image or embedding")
+        if not self.weight > 0:
+            raise ValueError(f"a mix entry's weight must be positive, got {self.weight!r}")
+
+
+@dataclass(frozen=True)
 class RenderSpec:
     """One request: n images of one kind from one prompt and seed."""
 
@@ -57,14 +75,25 @@ class RenderSpec:
     decoder_guidance: float = 8.0
     image: PIL.Image.Image | None = None
     mask: PIL.Image.Image | None = None
+    # A variation of a stored CLIP image embedding (D,) instead of an image.
+    image_embedding: Any = None
+    # kind "mix": 2 to 4 entries whose embeddings are spherically mixed, then decoded.
+    mix: tuple[MixPart, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if not isinstance(self.n, int) or self.n < 1:
             raise ValueError(f"n must be a positive integer, got {self.n!r}")
-        if self.kind in ("variation", "edit") and self.image is None:
-            raise ValueError(f"a {self.kind} needs an input image, got image=None")
+        if self.kind == "edit" and self.image is None:
+            raise ValueError("an edit needs an input image, got image=None")
+        if self.kind == "variation" and (self.image is None) == (self.image_embedding is None):
+            raise ValueError("a variation needs exactly one of an input image or an embedding")
+        if (self.kind == "mix") != bool(self.mix) or not 0 <= len(self.mix) <= MAX_MIX:
+            raise ValueError(f"kind 'mix' (and only it) takes 2 to {MAX_MIX} mix entries, got "
+                             f"{len(self.mix)} for kind {self.kind!r}")  # fmt: skip
+        if self.kind == "mix" and len(self.mix) < 2:
+            raise ValueError(f"a mix needs 2 to {MAX_MIX} entries, got {len(self.mix)}")
         if self.kind != "edit" and self.mask is not None:
             raise ValueError(f"only an edit takes a mask, got a mask for kind {self.kind!r}")
         for name in ("prior_guidance", "decoder_guidance"):

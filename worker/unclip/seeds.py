@@ -154,6 +154,12 @@ def stable_per_image(layer: nn.Module, x: torch.Tensor) -> Any:
 _PER_IMAGE_MODULES = ("AttentionPool2d",)
 
 
+def batch_invariant(device: torch.device | str) -> bool:
+    """Whether `row_stable` makes a row's numbers independent of its batch on `device`: on
+    the CPU it does; elsewhere its layers fall back to the plain kernels."""
+    return torch.device(device).type == "cpu"
+
+
 @contextmanager
 def row_stable(modules: Iterable[nn.Module], *, small_map: int = _SMALL_MAP) -> Iterator[None]:
     """Within this block a row's CPU results from `modules` do not depend on its batch.

@@ -24,5 +24,6 @@ class StageAttempt(Base):
     worker_id: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16), default="running")
     started_at: Mapped[datetime] = created_column()
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Indexed for the fleet view's recent throughput (attempts finished in the last minutes).
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     error: Mapped[str | None] = mapped_column(Text)

@@ -12,11 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.db import jobs as store
 from shared.db.models import Job, JobImage
 from shared.errors import Conflict, InvalidInput, NotFound
+from shared.job_params import JobParams
 
-NEW = store.NewJob(
-    kind="generate", prompt="p", n=2, size="64x64", seed=3, sampler="ddim", steps_prior=1,
-    steps_decoder=1, steps_upsampler=1, prior_guidance=1.0, decoder_guidance=2.0,
-)  # fmt: skip
+NEW = store.NewJob(params=JobParams(prompt="p", n=2, size="64x64", seed=3))
 
 
 def test_create_and_get(db_sessions: sessionmaker[Session]) -> None:

@@ -51,11 +51,22 @@ def test_unknown_job_changes_nothing(db_sessions: sessionmaker[Session]) -> None
         assert not transition(session, "no-such-job", JobStatus.queued, JobStatus.cancelled)
 
 
-@pytest.mark.parametrize("terminal", sorted(TERMINAL))
-def test_terminal_states_are_final(terminal: JobStatus) -> None:
-    assert TRANSITIONS[terminal] == frozenset()
-    with pytest.raises(InvalidTransition, match="nothing"):
+@pytest.mark.parametrize("terminal", sorted(TERMINAL - {JobStatus.rejected}))
+def test_terminal_states_are_final_but_for_expiry(terminal: JobStatus) -> None:
+    # A finished job only ever moves on to expired (retention, or its owner's DELETE).
+    assert TRANSITIONS[terminal] == frozenset({JobStatus.expired})
+    with pytest.raises(InvalidTransition, match=r"may go to \['expired'\]"):
         check_transition(terminal, JobStatus.queued)
+    assert TRANSITIONS[JobStatus.expired] == frozenset()
+    with pytest.raises(InvalidTransition, match="nothing"):
+        check_transition(JobStatus.expired, terminal)
+
+
+def test_a_rejected_job_can_only_be_released_by_an_upheld_appeal_or_expire() -> None:
+    assert TRANSITIONS[JobStatus.rejected] == {JobStatus.queued, JobStatus.succeeded,
+                                               JobStatus.expired}  # fmt: skip
+    with pytest.raises(InvalidTransition):
+        check_transition(JobStatus.rejected, JobStatus.prior)
 
 
 def test_disallowed_transition_names_what_is_allowed(

@@ -1,8 +1,8 @@
-"""Term matching: unsafe prompts are caught through tricks; lookalike benign ones pass; fast."""
+"""Term matching: decisive terms decide through tricks, ambiguous ones are referred on, lookalike
+benign prompts pass. (Latency is measured by bench/moderation_bench.py.)"""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -22,20 +22,18 @@ def checker() -> LexicalChecker:
 @pytest.mark.parametrize(
     ("prompt", "category", "decision"),
     [
-        ("a nude woman on a bed", "sexual", Decision.BLOCK),
-        ("a n\u0430ked man", "sexual", Decision.BLOCK),  # homoglyph
-        ("p0rn star", "sexual", Decision.BLOCK),  # leetspeak
-        ("n . u . d . e portrait", "sexual", Decision.BLOCK),  # separators
-        ("a nakd man", "sexual", Decision.BLOCK),  # typo on a ~ term
-        ("a nakde man", "sexual", Decision.BLOCK),  # swapped letters
-        ("nazzi poster", "hate", Decision.BLOCK),  # doubled letter
-        ("sexy 12 year old girl", "sexual/minors", Decision.BLOCK),  # combo
-        ("kill yourself", "self-harm", Decision.HOLD),
-        ("school shooting scene", "violence", Decision.HOLD),
+        ("gas the jews", "hate", Decision.BLOCK),
+        ("h\u0435il hitler", "hate", Decision.BLOCK),  # homoglyph
+        ("l0licon drawing", "sexual/minors", Decision.BLOCK),  # leetspeak
+        ("s i e g heil", "hate", Decision.BLOCK),  # spaced letters
+        ("muslims are vermin", "hate", Decision.BLOCK),  # a decisive regular expression
+        ("thinspiratoin board", "self-harm", Decision.HOLD),  # typo on a ~ term
+        ("kys", "self-harm", Decision.HOLD),
     ],
 )
-def test_unsafe_prompts_are_flagged(checker: LexicalChecker, prompt: str, category: str,
-                                    decision: Decision) -> None:
+def test_decisive_terms_decide(
+    checker: LexicalChecker, prompt: str, category: str, decision: Decision
+) -> None:
     verdict = checker.check(prompt)
     assert category in verdict.flagged
     assert verdict.decision is decision
@@ -44,10 +42,44 @@ def test_unsafe_prompts_are_flagged(checker: LexicalChecker, prompt: str, catego
 
 
 @pytest.mark.parametrize(
+    ("prompt", "category"),
+    [
+        ("a nude woman on a bed", "sexual"),
+        ("a n\u0430ked man", "sexual"),  # homoglyph
+        ("p0rn star", "sexual"),  # leetspeak
+        ("n . u . d . e portrait", "sexual"),  # separators
+        ("a nakd man", "sexual"),  # typo on a ~ term
+        ("nazzi poster", "hate"),  # doubled letter
+        ("sexy 12 year old girl", "sexual/minors"),  # combo
+        ("kill yourself", "self-harm"),
+        ("school shooting scene", "violence"),
+    ],
+)
+def test_ambiguous_terms_are_handed_to_the_semantic_stage(
+    checker: LexicalChecker, prompt: str, category: str
+) -> None:
+    # "nude" also names a colour and a classical statue: the lexical stage does not decide.
+    verdict = checker.check(prompt)
+    assert verdict.decision is Decision.ALLOW and verdict.flagged == ()
+    assert category in verdict.detail["referred"]
+    assert verdict.matched_terms[category]
+    assert verdict.scores[category] == 1.0
+
+
+@pytest.mark.parametrize(
     "prompt",
-    ["a shot of espresso", "kill the lights", "a killer whale", "a therapist's office",
-     "essex countryside", "a cocktail party", "a 12 year old girl playing football",
-     "two friends doing a fist bump", "a nude beige sofa", "grapes in a bowl"],
+    [
+        "a shot of espresso",
+        "kill the lights",
+        "a killer whale",
+        "a therapist's office",
+        "essex countryside",
+        "a cocktail party",
+        "a 12 year old girl playing football",
+        "two friends doing a fist bump",
+        "a nude beige sofa",
+        "grapes in a bowl",
+    ],
 )
 def test_lookalike_benign_prompts_pass(checker: LexicalChecker, prompt: str) -> None:
     verdict = checker.check(prompt)
@@ -62,25 +94,9 @@ def test_half_a_combo_scores_half_and_is_not_flagged(checker: LexicalChecker) ->
 
 
 def test_verdict_records_policy_and_checker_versions(checker: LexicalChecker) -> None:
-    verdict = checker.check("gore")
+    verdict = checker.check("heil hitler")
     record = verdict.to_record()
     assert record["policy_version"] == checker.policy.version
     assert record["checker_version"].startswith("lexical/")
-    assert record["thresholds"]["violence/graphic"] == 1.0
-    assert verdict.reason_code == "moderation_block:violence/graphic"
-
-
-def test_lexical_p99_is_within_five_milliseconds(checker: LexicalChecker) -> None:
-    prompts = ["a photo of a red sports car parked by the sea at sunset, 35mm film",
-               "n a k e d w0man with a kn1fe in a dark alley, very detailed",
-               "a sexy 12 year old, sch00l sh00ting, dеcapitated, kill the lights"] * 40
-    checker.check(prompts[0])
-    times = []
-    for prompt in prompts:
-        # CPU time of this thread: the 2-core machine is shared, and wall time here measures
-        # the scheduler (bench/moderation_bench.py reports wall time too).
-        start = time.thread_time()
-        checker.check(prompt)
-        times.append(time.thread_time() - start)
-    times.sort()
-    assert times[int(0.99 * len(times)) - 1] < 0.005, times[-5:]
+    assert record["thresholds"]["hate"] == 1.0
+    assert verdict.reason_code == "moderation_block:prompt:hate"

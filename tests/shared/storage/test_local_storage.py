@@ -52,3 +52,12 @@ def test_factory_builds_local_from_file_url(tmp_path: Path) -> None:
     assert isinstance(storage, LocalStorage) and storage.root == tmp_path / "storage"
     storage.put_bytes("k", b"v", "text/plain")
     assert (tmp_path / "storage" / "k").read_bytes() == b"v"
+
+
+def test_delete_prefix_removes_one_jobs_files_only(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "store")
+    for key in ("jobs/a/inputs/image.png", "jobs/a/attempt-1/images/0.png", "jobs/ab/x.png"):
+        storage.put_bytes(key, b"x", "image/png")
+    assert storage.delete_prefix("jobs/a/") == 2
+    assert not storage.exists("jobs/a/attempt-1/images/0.png") and storage.exists("jobs/ab/x.png")
+    assert storage.delete_prefix("jobs/a/") == 0  # safe to repeat

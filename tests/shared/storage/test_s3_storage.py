@@ -47,3 +47,12 @@ def test_missing_bucket_is_a_storage_error(s3_bucket: str) -> None:
     storage = S3Storage("no-such-bucket", region="us-east-1")
     with pytest.raises(StorageError, match="s3://no-such-bucket/k"):
         storage.put_bytes("k", b"x", "text/plain")
+
+
+def test_delete_prefix_removes_one_jobs_keys_only(s3_bucket: str, tmp_path: Path) -> None:
+    storage = make_storage(Settings(data_dir=tmp_path, storage_url="s3://renders/farm"))
+    for key in ("jobs/a/inputs/image.png", "jobs/a/attempt-1/images/0.png", "jobs/ab/x.png"):
+        storage.put_bytes(key, b"x", "image/png")
+    assert storage.delete_prefix("jobs/a/") == 2
+    assert not storage.exists("jobs/a/inputs/image.png") and storage.exists("jobs/ab/x.png")
+    assert storage.delete_prefix("jobs/a/") == 0  # safe to repeat

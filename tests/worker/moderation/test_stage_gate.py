@@ -41,8 +41,9 @@ class DarkClip:
         return torch.tensor([[1.0, 0.0] for _ in prompts])
 
     def encode_image(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
-        return torch.tensor([[1.0, 0.0] if i.getpixel((0, 0)) == (0, 0, 0) else [0.0, 1.0]
-                             for i in images])
+        return torch.tensor(
+            [[1.0, 0.0] if i.getpixel((0, 0)) == (0, 0, 0) else [0.0, 1.0] for i in images]
+        )
 
 
 @pytest.fixture
@@ -55,25 +56,34 @@ def fake_checkers(monkeypatch: pytest.MonkeyPatch, sqlite_settings: Settings) ->
     from dataclasses import replace
 
     categories["violence"] = replace(categories["violence"], exemplars=("violent",))
-    policy = replace(policy, categories=categories, benign_exemplars=(),
-                     semantic_calibrated_for=("axis",),
-                     image_concepts=(ImageConcept("a black star", "violence", {"fake": 0.9}),))
-    checkers = Checkers(semantic=SemanticChecker(policy, AxisEncoder()),
-                        image=ImageChecker(policy, DarkClip(), "fake"))
+    policy = replace(
+        policy,
+        categories=categories,
+        benign_exemplars=(),
+        semantic_calibrated_for=("axis",),
+        image_concepts=(ImageConcept("a black star", "violence", {"fake": 0.9}),),
+    )
+    checkers = Checkers(
+        semantic=SemanticChecker(policy, AxisEncoder()),
+        image=ImageChecker(policy, DarkClip(), "fake"),
+    )
     monkeypatch.setattr(stage_gate, "checkers_for", lambda settings, family: checkers)
     return checkers
 
 
-def _claimed(sessions: sessionmaker[Session], make_job: Callable[..., str], stage: Stage,
-             **fields: Any) -> tuple[Claim, Job]:
+def _claimed(
+    sessions: sessionmaker[Session], make_job: Callable[..., str], stage: Stage, **fields: Any
+) -> tuple[Claim, Job]:
     job_id = make_job(**fields)
     with sessions.begin() as session:
         if stage is not Stage.prior:
             transition(session, job_id, ["queued"], Stage.prior)  # type: ignore[list-item]
-            session.execute(Job.__table__.update().where(Job.id == job_id)
-                            .values(status=stage.value))
-        claim = claim_stage(session, job_id=job_id, stage=stage, worker_id="w", stale_after_s=60,
-                            max_attempts=3)
+            session.execute(
+                Job.__table__.update().where(Job.id == job_id).values(status=stage.value)
+            )
+        claim = claim_stage(
+            session, job_id=job_id, stage=stage, worker_id="w", stale_after_s=60, max_attempts=3
+        )
     assert claim is not None
     with sessions() as session:
         return claim, session.get_one(Job, job_id)
@@ -86,7 +96,9 @@ def _state(sessions: sessionmaker[Session], job_id: str) -> tuple[Job, list[Mode
 
 
 def test_an_allowed_prompt_records_verdicts_and_goes_on(
-    db_sessions: sessionmaker[Session], make_job: Callable[..., str], sqlite_settings: Settings,
+    db_sessions: sessionmaker[Session],
+    make_job: Callable[..., str],
+    sqlite_settings: Settings,
     fake_checkers: Checkers,
 ) -> None:
     claim, job = _claimed(db_sessions, make_job, Stage.prior, prompt="a red circle")
@@ -98,7 +110,9 @@ def test_an_allowed_prompt_records_verdicts_and_goes_on(
 
 
 def test_a_semantic_hold_stops_the_prior_and_holds_the_job(
-    db_sessions: sessionmaker[Session], make_job: Callable[..., str], sqlite_settings: Settings,
+    db_sessions: sessionmaker[Session],
+    make_job: Callable[..., str],
+    sqlite_settings: Settings,
     fake_checkers: Checkers,
 ) -> None:
     claim, job = _claimed(db_sessions, make_job, Stage.prior, prompt="something violent")
@@ -106,12 +120,14 @@ def test_a_semantic_hold_stops_the_prior_and_holds_the_job(
         stage_gate.check_prompt_and_input(db_sessions, claim, sqlite_settings, None, job, None)  # type: ignore[arg-type]
     assert isinstance(info.value, JobCancelled)  # the task skeleton closes the attempt
     job, verdicts = _state(db_sessions, job.id)
-    assert job.status == "held" and job.status_reason == "moderation_hold:violence"
+    assert job.status == "held" and job.status_reason == "moderation_hold:prompt:violence"
     assert {v.checker: v.decision for v in verdicts} == {"lexical": "allow", "semantic": "hold"}
 
 
 def test_a_checker_that_raises_holds_the_job(
-    db_sessions: sessionmaker[Session], make_job: Callable[..., str], sqlite_settings: Settings,
+    db_sessions: sessionmaker[Session],
+    make_job: Callable[..., str],
+    sqlite_settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def broken(settings: Settings, family: object) -> Checkers:
@@ -122,14 +138,17 @@ def test_a_checker_that_raises_holds_the_job(
     with pytest.raises(ModerationStopped):
         stage_gate.check_prompt_and_input(db_sessions, claim, sqlite_settings, None, job, None)  # type: ignore[arg-type]
     job, verdicts = _state(db_sessions, job.id)
-    assert job.status == "held" and job.status_reason == "moderation_hold:checker_error"
+    assert job.status == "held" and job.status_reason == "moderation_hold:prompt:checker_error"
     [error] = [v for v in verdicts if v.decision == "hold"]
     assert "encoder weights missing" in str(error.matched_terms)
 
 
 def test_a_failing_output_check_publishes_nothing(
-    db_sessions: sessionmaker[Session], make_job: Callable[..., str], sqlite_settings: Settings,
-    monkeypatch: pytest.MonkeyPatch, fake_checkers: Checkers,
+    db_sessions: sessionmaker[Session],
+    make_job: Callable[..., str],
+    sqlite_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_checkers: Checkers,
 ) -> None:
     def raising(images: Sequence[PIL.Image.Image], *, stage: str) -> list[Any]:
         raise RuntimeError("CUDA error: device-side assert")
@@ -149,17 +168,66 @@ def test_a_failing_output_check_publishes_nothing(
 
 
 def test_a_flagged_output_is_held_and_a_clean_one_is_not(
-    db_sessions: sessionmaker[Session], make_job: Callable[..., str], sqlite_settings: Settings,
+    db_sessions: sessionmaker[Session],
+    make_job: Callable[..., str],
+    sqlite_settings: Settings,
     fake_checkers: Checkers,
 ) -> None:
     claim, job = _claimed(db_sessions, make_job, Stage.upsampler)
     clean = [PIL.Image.new("RGB", (8, 8), (255, 255, 255))]
-    stage_gate.check_outputs(db_sessions, claim, sqlite_settings, None, clean,  # type: ignore[arg-type]
-                             [ImageRecord(0, "k0", 8, 8)])
+    stage_gate.check_outputs(
+        db_sessions,
+        claim,
+        sqlite_settings,
+        None,
+        clean,  # type: ignore[arg-type]
+        [ImageRecord(0, "k0", 8, 8)],
+    )
     assert _state(db_sessions, job.id)[0].status == "upsampler"
     dark = [PIL.Image.new("RGB", (8, 8), (0, 0, 0))]
     with pytest.raises(ModerationStopped):
-        stage_gate.check_outputs(db_sessions, claim, sqlite_settings, None, dark,  # type: ignore[arg-type]
-                                 [ImageRecord(0, "k0", 8, 8)])
+        stage_gate.check_outputs(
+            db_sessions,
+            claim,
+            sqlite_settings,
+            None,
+            dark,  # type: ignore[arg-type]
+            [ImageRecord(0, "k0", 8, 8)],
+        )
     job, verdicts = _state(db_sessions, job.id)
     assert job.status == "held" and [v.decision for v in verdicts] == ["allow", "hold"]
+
+
+def test_a_block_in_the_worker_applies_the_policy_enforcement_to_the_key(
+    db_sessions: sessionmaker[Session], make_job: Callable[..., str]
+) -> None:
+    from shared.db.models import ApiKey, ModerationAction
+    from shared.moderation.policy import Enforcement
+    from shared.moderation.verdict import Decision, Verdict
+
+    with db_sessions.begin() as session:
+        key = ApiKey(name="worker-block", key_hash="w" * 64, prefix="p")
+        session.add(key)
+        session.flush()
+        key_id = key.id
+    waiting = make_job(api_key_id=key_id)
+    claim, job = _claimed(db_sessions, make_job, Stage.prior, api_key_id=key_id)
+    verdict = Verdict(
+        stage="prompt",
+        checker="semantic",
+        checker_version="semantic/2",
+        policy_version="t",
+        decision=Decision.BLOCK,
+        scores={"hate": 0.99},
+        thresholds={"hate": 0.9},
+        flagged=("hate",),
+    )
+    rules = Enforcement(cancel_queued_on_block=True, suspend_after_blocks=1)
+    with pytest.raises(ModerationStopped):
+        stage_gate.enforce(db_sessions, claim, [verdict], rules=rules)
+    with db_sessions() as session:
+        assert session.get_one(Job, job.id).status_reason == "moderation_block:prompt:hate"
+        assert session.get_one(Job, waiting).status == "cancelled"
+        assert session.get_one(ApiKey, key_id).suspended_at is not None
+        actions = session.execute(select(ModerationAction.action)).scalars().all()
+        assert sorted(actions) == ["cancel_queued", "suspend_key"]

@@ -9,6 +9,7 @@ import torch
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 
+from shared.db.engine import DatabaseUnavailableError, PoolExhaustedError
 from shared.errors import StorageError, StorageKeyNotFound
 from worker.tasks.failures import BACKOFF_MAX_S, backoff_s, classify
 
@@ -41,3 +42,10 @@ def test_backoff_grows_and_is_capped() -> None:
     later = [backoff_s(3, rng=rng) for _ in range(50)]
     assert max(first) <= 2.0 < min(later)
     assert max(backoff_s(30, rng=rng) for _ in range(50)) <= BACKOFF_MAX_S
+
+
+def test_database_outages_raised_by_our_engine_are_transient() -> None:
+    refused = OperationalError("SELECT 1", {}, Exception("connection refused"))
+    for exc in (DatabaseUnavailableError(refused), PoolExhaustedError("QueuePool limit reached")):
+        failure = classify(exc)
+        assert (failure.code, failure.transient) == ("database_unavailable", True), exc

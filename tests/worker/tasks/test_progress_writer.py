@@ -70,6 +70,22 @@ def test_cancel_is_seen_within_one_step(
         writer(StepProgress("prior", 2, 10))  # no write is due: the status read catches it
 
 
+def test_cancel_checks_are_rate_limited(
+    db_sessions: Sessions, make_job: Callable[..., str]
+) -> None:
+    job_id = make_job()
+    clock = FakeClock()
+    writer = ProgressWriter(db_sessions, _claimed(db_sessions, job_id), interval_s=60,
+                            cancel_check_s=0.25, clock=clock)  # fmt: skip
+    writer(StepProgress("prior", 1, 10))
+    with db_sessions.begin() as session:
+        session.get_one(Job, job_id).status = "cancelled"
+    writer(StepProgress("prior", 2, 10))  # within 0.25 s of the last read: not read again
+    clock.now += 0.3
+    with pytest.raises(JobCancelled):
+        writer(StepProgress("prior", 3, 10))  # the first step after 0.25 s sees it
+
+
 def test_lost_claim_stops_the_stage(db_sessions: Sessions, make_job: Callable[..., str]) -> None:
     job_id = make_job()
     writer = ProgressWriter(db_sessions, _claimed(db_sessions, job_id), interval_s=0.0)

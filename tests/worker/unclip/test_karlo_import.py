@@ -188,7 +188,10 @@ def test_import_with_karlo_yaml_uses_its_sizes(
 ) -> None:
     src, _ = release
     configs = _karlo_yaml(tmp_path)
-    dest = import_karlo(src, tmp_path / "fam", config_dir=configs, clip_config=CLIP)
+    parts: list[str] = []
+    dest = import_karlo(src, tmp_path / "fam", config_dir=configs, clip_config=CLIP,
+                        on_part=parts.append)  # fmt: skip
+    assert parts == ["prior", "decoder", "upsampler", "prior_stats", "clip"]  # progress, in order
     decoder = json.loads((dest / "decoder.json").read_text())
     assert decoder["num_head_channels"] == 16 and decoder["image_size"] == 16
     assert decoder["in_channels"] == 7

@@ -108,9 +108,9 @@ def test_interpolate_starts_at_the_first_image(family: Family) -> None:
 def test_spec_validation_names_the_bad_value() -> None:
     with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
         _spec(n=0)
-    with pytest.raises(ValueError, match="kind must be one of generate, variation, edit"):
+    with pytest.raises(ValueError, match="kind must be one of generate, variation, edit, mix"):
         _spec(kind="upscale")
-    with pytest.raises(ValueError, match="a variation needs an input image"):
+    with pytest.raises(ValueError, match="a variation needs exactly one of an input image or an"):
         _spec(kind="variation")
     with pytest.raises(ValueError, match="only an edit takes a mask"):
         _spec(mask=_image(0))

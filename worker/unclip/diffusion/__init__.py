@@ -11,7 +11,14 @@ from worker.unclip.diffusion.gaussian_diffusion import (
     diffusion_from_config,
     make_diffusion,
 )
-from worker.unclip.diffusion.respace import respace, respaced, space_timesteps
+from worker.unclip.diffusion.respace import (
+    SPACING_KINDS,
+    SpacingKind,
+    respace,
+    respaced,
+    space_timesteps,
+    spacing_spec,
+)
 from worker.unclip.diffusion.samplers import (
     SAMPLER_NAMES,
     Inpaint,
@@ -31,6 +38,7 @@ from worker.unclip.diffusion.schedules import SCHEDULE_NAMES, ScheduleName, get_
 __all__ = [
     "SAMPLER_NAMES",
     "SCHEDULE_NAMES",
+    "SPACING_KINDS",
     "DiffusionSpec",
     "GaussianDiffusion",
     "Inpaint",
@@ -41,6 +49,7 @@ __all__ = [
     "Sampler",
     "SamplerName",
     "ScheduleName",
+    "SpacingKind",
     "StepCallback",
     "StepInfo",
     "TrainingLosses",
@@ -53,6 +62,7 @@ __all__ = [
     "respace",
     "respaced",
     "space_timesteps",
+    "spacing_spec",
     "sample_ddim",
     "sample_ddpm",
     "sample_dpmpp_2m",

@@ -1,0 +1,76 @@
+// A job as a card: prompt, status badge, images (prompt as alt text), cancel, more like this,
+// download and a link to its detail page. Used by Create (live) and the Gallery.
+
+import { cancelJob, request, submitForm } from "../api.js";
+import { badge, el, guarded } from "../dom.js";
+import { JobProgress, isTerminal } from "../progress.js";
+
+function describe(job) {
+  return job.prompt || (job.kind === "variation" ? "variation" : job.kind);
+}
+
+// A variation of one output: by its embedding id when the server gives one, else the PNG itself.
+async function moreLikeThis(job, image) {
+  const form = new FormData();
+  form.append("kind", "variation");
+  form.append("n", "1");
+  form.append("size", job.size);
+  if (image.embedding_id) {
+    form.append("embedding_id", image.embedding_id);
+  } else {
+    const blob = await request("GET", image.url);
+    form.append("image", blob, "image.png");
+  }
+  const created = await submitForm(form);
+  location.hash = `#/jobs/${created.id}`;
+}
+
+export function imageList(job) {
+  const list = el("div", { class: "images" });
+  for (const image of job.images || []) {
+    const figure = el("figure", {},
+      el("img", { src: image.url, alt: describe(job), width: image.width, height: image.height }),
+      el("figcaption", {},
+        el("a", { href: image.url, download: `${job.id}_${image.index}.png` }, "Download"),
+        el("button", { type: "button", onclick: guarded(() => moreLikeThis(job, image)) },
+          "More like this")));
+    list.append(figure);
+  }
+  return list;
+}
+
+export function jobCard(job, { live = false } = {}) {
+  const card = el("article", { class: "job", "data-job": job.id, "data-status": job.status });
+  const head = el("header", {},
+    el("a", { href: `#/jobs/${job.id}` }, describe(job)), " ", badge(job.status));
+  card.append(head);
+  const body = el("div", { class: "job-body" });
+  card.append(body);
+
+  const render = (current) => {
+    card.dataset.status = current.status;
+    head.querySelector(".badge").replaceWith(badge(current.status));
+    body.replaceChildren();
+    if (current.error?.message) body.append(el("p", { class: "job-error" }, current.error.message));
+    body.append(imageList(current));
+    if (!isTerminal(current.status)) {
+      body.append(el("button", {
+        type: "button", class: "cancel",
+        onclick: guarded(async () => render(await cancelJob(current.id))),
+      }, "Cancel"));
+    }
+  };
+  render(job);
+  if (live && !isTerminal(job.status)) {
+    const progress = new JobProgress(card, job);
+    card.append(el("button", {
+      type: "button", class: "cancel",
+      onclick: guarded(async () => progress.show(await cancelJob(job.id))),
+    }, "Cancel"));
+    progress.follow(job.id).then((done) => {
+      card.querySelectorAll(":scope > button.cancel").forEach((b) => b.remove());
+      render(done);
+    });
+  }
+  return card;
+}

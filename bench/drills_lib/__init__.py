@@ -1,0 +1,1 @@
+"""The failure-drill harness behind bench/drills.py: stack, processes, proxy, jobs, drills."""

@@ -1,0 +1,87 @@
+"""Client-side deadlines on PostgreSQL calls: a server that accepts TCP but never answers.
+
+Connect and statement timeouts do not cover a connection that is already open to a server
+that stopped answering (a stalled host, a black-holing network path): the server never runs
+its statement timeout and the kernel keeps acknowledging. install_deadlines() wraps every
+call of an engine's dialect that talks to the server (execute, commit, rollback, the pool's
+ping) so a call still waiting after its deadline gets its socket shut down: psycopg then
+raises OperationalError (a disconnect, so the pool drops the connection), and the caller gets
+DatabaseUnavailable (503 in the API) instead of a thread stuck for minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sqlalchemy import Engine, event
+
+
+def _cut(fd: int) -> None:
+    """Shut the socket down under libpq; its pending wait then ends with an error."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return  # already closed
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+@contextlib.contextmanager
+def deadline(dbapi_connection: Any, seconds: float) -> Iterator[None]:
+    """Cut `dbapi_connection` if the block is still running after `seconds`."""
+    try:
+        fd = int(dbapi_connection.fileno())
+    except Exception:  # a closed or broken connection: nothing to wait on
+        yield
+        return
+    timer = threading.Timer(seconds, _cut, (fd,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _bounded(call: Callable[..., Any], seconds: float) -> Callable[..., Any]:
+    def bounded(dbapi_connection: Any, *args: Any, **kwargs: Any) -> Any:
+        with deadline(dbapi_connection, seconds):
+            return call(dbapi_connection, *args, **kwargs)
+
+    return bounded
+
+
+def install_deadlines(engine: Engine, *, statement_s: float, ping_s: float) -> None:
+    """Give every server call of `engine` a deadline: statements, commits and rollbacks
+    `statement_s` (set above the server's statement timeout, which answers first when the
+    server is alive), the pool's liveness ping `ping_s`."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "do_execute")
+    def _execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        with deadline(cursor.connection, statement_s):
+            cursor.execute(statement, parameters)
+        return True
+
+    @event.listens_for(engine, "do_executemany")
+    def _executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        with deadline(cursor.connection, statement_s):
+            cursor.executemany(statement, parameters)
+        return True
+
+    @event.listens_for(engine, "do_execute_no_params")
+    def _execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
+        with deadline(cursor.connection, statement_s):
+            cursor.execute(statement)
+        return True
+
+    # Instance attributes shadow the dialect's methods for this engine alone.
+    dialect.do_commit = _bounded(dialect.do_commit, statement_s)  # type: ignore[method-assign]
+    dialect.do_rollback = _bounded(dialect.do_rollback, statement_s)  # type: ignore[method-assign]
+    dialect.do_ping = _bounded(dialect.do_ping, ping_s)  # type: ignore[method-assign]

@@ -1,0 +1,1 @@
+"""Signed, durable webhook deliveries: target checks, signing, retry schedule, the dispatcher."""

@@ -1,0 +1,57 @@
+"""family.json read as plain JSON: the shipped family's defaults and native size, and fallbacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.errors import ConfigurationError
+from shared.family_info import family_info, read_family_info
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "shapes"
+
+
+@pytest.mark.skipif(not (SHIPPED / "family.json").is_file(), reason="no shipped family")
+def test_shipped_family_makes_64px_with_guidance_4_and_5() -> None:
+    info = read_family_info(SHIPPED)
+    assert info.name == "shapes-tiny" and info.native_size == "64x64"
+    assert (info.defaults.prior_guidance, info.defaults.decoder_guidance) == (4.0, 5.0)
+    assert info.defaults.steps.model_dump() == {"prior": 10, "decoder": 10, "upsampler": 4}
+
+
+@pytest.mark.skipif(not (SHIPPED / "family.json").is_file(), reason="no shipped family")
+def test_it_agrees_with_the_worker_loader() -> None:
+    from worker.tasks.job_spec import sampling_defaults
+    from worker.unclip.family import load_family
+
+    assert sampling_defaults(load_family(SHIPPED)) == read_family_info(SHIPPED).defaults
+
+
+def test_native_size_falls_back_to_the_upsampler_and_defaults_to_the_worker_ones(
+    tmp_path: Path,
+) -> None:
+    from worker.tasks.job_spec import sampling_defaults
+    from worker.unclip.family import FamilyDefaults
+
+    (tmp_path / "family.json").write_text(json.dumps({"format": "unclip-family/1"}))
+    (tmp_path / "upsampler.json").write_text(json.dumps({"image_size": 256}))
+    info = read_family_info(tmp_path)
+    assert info.native_size == "256x256" and info.name == tmp_path.name
+
+    class Bare:  # what the worker fills with when family.json names no defaults
+        defaults = FamilyDefaults()
+
+    assert info.defaults == sampling_defaults(Bare())  # type: ignore[arg-type]
+
+
+def test_bad_files_are_named(tmp_path: Path) -> None:
+    (tmp_path / "family.json").write_text(json.dumps({"native_size": "big"}))
+    with pytest.raises(ConfigurationError, match="native_size 'big'"):
+        read_family_info(tmp_path)
+    (tmp_path / "family.json").write_text(json.dumps({"defaults": {"sampler": "euler"}}))
+    (tmp_path / "upsampler.json").write_text(json.dumps({"image_size": 64}))
+    with pytest.raises(ConfigurationError, match="bad defaults"):
+        read_family_info(tmp_path)
+    assert family_info(tmp_path / "nowhere") is None

@@ -1,0 +1,67 @@
+"""Graceful drain: on SIGTERM a running stage gets drain_timeout_s, then stops at a step boundary.
+
+The worker's main process calls prepare() before its pool forks, and begin() from Celery's
+worker_shutting_down signal. begin() writes the drain deadline to a file that every pool
+process (forked with the same path) reads at its next sampling step: a file, because the
+signal reaches only the main process and the pool processes share nothing else with it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+DEADLINE_FILE = "drain-deadline"
+
+_state_dir: Path | None = None
+_deadline: float | None = None
+
+
+def prepare() -> Path:
+    """Create this worker's drain folder (main process, before the pool forks)."""
+    global _state_dir, _deadline
+    if _state_dir is None:
+        _state_dir = Path(tempfile.mkdtemp(prefix="unclip-drain-"))
+        atexit.register(shutil.rmtree, _state_dir, True)
+    _deadline = None
+    return _state_dir
+
+
+def begin(timeout_s: float) -> float:
+    """Start draining: running stages may go on for `timeout_s` seconds; the deadline (epoch s)."""
+    global _deadline
+    deadline = time.time() + timeout_s
+    if _deadline is not None and _deadline <= deadline:
+        return _deadline  # a second signal never extends the drain
+    _deadline = deadline
+    if _state_dir is not None:
+        path = _state_dir / DEADLINE_FILE
+        partial = path.with_suffix(".partial")
+        partial.write_text(repr(deadline))
+        partial.replace(path)  # atomic: a reader sees the whole number or no file
+    return deadline
+
+
+def deadline() -> float | None:
+    """The drain deadline, once draining has begun (read from the main process's file)."""
+    global _deadline
+    if _deadline is None and _state_dir is not None:
+        try:
+            _deadline = float((_state_dir / DEADLINE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+    return _deadline
+
+
+def draining() -> bool:
+    """Whether this worker is shutting down (no new stage should start)."""
+    return deadline() is not None
+
+
+def overdue(now: float | None = None) -> bool:
+    """Whether a running stage must stop now and hand its job back."""
+    limit = deadline()
+    return limit is not None and (time.time() if now is None else now) >= limit

@@ -75,7 +75,7 @@ class JobRequest:
         return self.params.prompt or ""
 
     def new_job(
-        self, *, input_image_key: str | None, mask_key: str | None, idempotency_key: str | None,
+        self, *, input_image_key: str | None, mask_key: str | None,
         input_embedding_key: str | None = None, mix: list[dict[str, Any]] | None = None,
     ) -> NewJob:  # fmt: skip
         """The row to insert, once the inputs are stored under the given keys."""
@@ -84,7 +84,6 @@ class JobRequest:
             native_size=self.native_size,
             input_image_key=input_image_key,
             mask_key=mask_key,
-            idempotency_key=idempotency_key,
             input_embedding_id=None if self.embedding is None else self.embedding.embedding_id,
             input_embedding_key=input_embedding_key,
             mix=mix,

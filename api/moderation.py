@@ -38,7 +38,7 @@ def screen_prompt(
     found = reason_for([verdict])
     if verdict.decision is not Decision.BLOCK or found is None:
         return
-    new_job = checked.new_job(input_image_key=None, mask_key=None, idempotency_key=None)
+    new_job = checked.new_job(input_image_key=None, mask_key=None)
     with factory.begin() as session:
         job = job_store.create_job(session=session, job_in=_with_key(new_job, api_key_id))
         transition(

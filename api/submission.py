@@ -120,7 +120,7 @@ def _create(
         with factory() as session:
             _check_quota(session, principal)
             job_in = checked.new_job(
-                input_image_key=stored[0], mask_key=stored[1], idempotency_key=None,
+                input_image_key=stored[0], mask_key=stored[1],
                 input_embedding_key=embedded.input_embedding_key, mix=embedded.mix,
             )  # fmt: skip
             job_in = replace(job_in, api_key_id=principal.api_key_id)

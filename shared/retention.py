@@ -21,6 +21,7 @@ from shared.storage.keys import job_prefix
 BATCH = 100
 EXPIRED_BY_RETENTION = "expired_by_retention"
 DELETED_BY_CLIENT = "deleted_by_client"
+INPUT_KINDS = ("variation", "edit", "mix")  # the kinds that upload inputs
 
 
 def expire_job(session: Session, storage: Storage, job: Job, *, reason: str) -> bool:
@@ -34,18 +35,18 @@ def expire_job(session: Session, storage: Storage, job: Job, *, reason: str) -> 
                       status_reason=reason, finished_at=job.finished_at)  # fmt: skip
 
 
-def _drop_inputs(session: Session, storage: Storage, cutoff: datetime) -> int:
+def _drop_inputs(session: Session, storage: Storage, cutoff: datetime, now: datetime) -> int:
+    """Remove the inputs folder (uploads, copied embeddings, mix images) of finished jobs."""
     rows = session.scalars(
         select(Job).where(Job.status.in_([s.value for s in TERMINAL]), Job.finished_at < cutoff,
-                          Job.input_image_key.is_not(None) | Job.mask_key.is_not(None))
+                          Job.kind.in_(INPUT_KINDS), Job.inputs_removed_at.is_(None))
         .limit(BATCH)
     ).all()  # fmt: skip
     for job in rows:
-        for key in (job.input_image_key, job.mask_key):
-            if key:
-                storage.delete(key)
-        session.execute(update(Job).where(Job.id == job.id)
-                        .values(input_image_key=None, mask_key=None))  # fmt: skip
+        storage.delete_prefix(f"{job_prefix(job.id)}inputs/")
+        session.execute(update(Job).where(Job.id == job.id).values(
+            input_image_key=None, mask_key=None, input_embedding_key=None,
+            inputs_removed_at=now))  # fmt: skip
     return len(rows)
 
 
@@ -57,7 +58,7 @@ def run_retention(
     changed = 0
     policy = settings.retention
     if policy.inputs_s is not None:
-        changed += _drop_inputs(session, storage, now - timedelta(seconds=policy.inputs_s))
+        changed += _drop_inputs(session, storage, now - timedelta(seconds=policy.inputs_s), now)
     if policy.job_s is not None:
         cutoff = now - timedelta(seconds=policy.job_s)
         due = session.scalars(

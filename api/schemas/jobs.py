@@ -192,6 +192,8 @@ def job_public(
     `stage_attempts` counts the claims of its current stage (else the row's job-wide count).
     """
     active = job.status in ("prior", "decoder", "upsampler")
+    stage = job.status if active else job.progress_stage
+    counts_match = job.progress_stage == stage
     failed = job.error_code is not None or job.error_message is not None
     asked = params_from_row(job)
     used = None if job.params_used is None else ParamsUsed.model_validate(job.params_used)
@@ -202,10 +204,12 @@ def job_public(
         id=job.id,
         kind=asked.kind,
         status=job.status,
-        stage=job.status if active else job.progress_stage,
+        stage=stage,
         progress=job.progress,
-        progress_step=job.progress_step,
-        progress_total=job.progress_total,
+        # Step counts only of the stage shown: between stages the row still holds the last
+        # stage's counts, which must not read as the next stage's.
+        progress_step=job.progress_step if counts_match else None,
+        progress_total=job.progress_total if counts_match else None,
         prompt=job.prompt,
         n=job.n,
         size=asked.size,

@@ -40,11 +40,12 @@ def subscribed(job: Job, kind: str) -> bool:
 
 
 def _coalesce_progress(session: Session, job_id: str, payload: dict[str, Any]) -> bool:
-    """Fold a progress event into the job's progress delivery still waiting to be sent."""
+    """Fold a progress event into the job's progress delivery waiting to be sent (or to be
+    retried), so a job has at most one progress delivery waiting beside one being sent."""
     result = session.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.job_id == job_id, WebhookDelivery.event == "progress",
-               WebhookDelivery.status == "pending", WebhookDelivery.attempts == 0)
+               WebhookDelivery.status == "pending")
         .values(payload=payload)
         .execution_options(synchronize_session=False)
     )  # fmt: skip

@@ -37,7 +37,6 @@ class NewJob:
     webhook_url: str | None = None
     webhook_events: str | None = None  # comma-separated; None: completed only
     api_key_id: str | None = None
-    idempotency_key: str | None = None
     # Issue 15 (embedding-level API, replay): see the columns in shared/db/models/job.py.
     input_embedding_id: str | None = None
     input_embedding_key: str | None = None
@@ -78,17 +77,6 @@ def get_job(*, session: Session, job_id: str, api_key_id: str | None = None) -> 
     if job is None or (api_key_id is not None and job.api_key_id != api_key_id):
         raise NotFound(f"no job with id {job_id!r}", param="job_id")
     return job
-
-
-def find_idempotent_job(
-    *, session: Session, idempotency_key: str, api_key_id: str | None
-) -> Job | None:
-    """The job an earlier request with the same Idempotency-Key created, if any."""
-    query = select(Job).where(
-        Job.idempotency_key == idempotency_key,
-        Job.api_key_id.is_(None) if api_key_id is None else Job.api_key_id == api_key_id,
-    )
-    return session.execute(query).scalars().first()
 
 
 def encode_cursor(job: Job) -> str:

@@ -56,12 +56,46 @@ def test_inputs_can_go_before_the_outputs(
     storage = LocalStorage(tmp_path / "store")
     settings = Settings(**{**sqlite_settings.model_dump(), "retention": {"inputs_s": 60.0}})
     job_id = _finished(make_job, storage, hours_ago=1)
+    generated = _finished(make_job, storage, hours_ago=1)  # a generate job uploads nothing
     with db_sessions.begin() as session:
-        session.get_one(Job, job_id).input_image_key = f"jobs/{job_id}/inputs/image.png"
+        job = session.get_one(Job, job_id)
+        job.kind, job.input_image_key = "variation", f"jobs/{job_id}/inputs/image.png"
     with db_sessions.begin() as session:
         assert run_retention(session, storage, settings) == 1
     with db_sessions() as session:
         job = session.get_one(Job, job_id)
         assert job.status == "succeeded" and job.input_image_key is None
+        assert job.inputs_removed_at is not None
     assert not storage.exists(f"jobs/{job_id}/inputs/image.png")
     assert storage.exists(f"jobs/{job_id}/attempt-3/images/0.png")
+    assert storage.exists(f"jobs/{generated}/inputs/image.png")  # not an input kind: untouched
+    with db_sessions.begin() as session:  # a second pass finds nothing more to do
+        assert run_retention(session, storage, settings) == 0
+
+
+def test_retention_on_postgresql_expires_and_removes_files(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    from shared.db.engine import make_engine, make_sessionmaker
+
+    settings = Settings(data_dir=tmp_path, database_url=postgres_url,
+                        retention={"job_s": 5 * 86400.0})  # fmt: skip
+    storage = LocalStorage(tmp_path / "store")
+    engine = make_engine(settings)
+    sessions = make_sessionmaker(engine)
+    try:
+        with sessions.begin() as session:
+            job = Job(kind="generate", prompt="a red circle", n=1, size="64x64", seed=7,
+                      status="succeeded", attempt=3,
+                      finished_at=utcnow() - timedelta(days=10))  # fmt: skip
+            session.add(job)
+            session.flush()
+            job_id = job.id
+        storage.put_bytes(f"jobs/{job_id}/attempt-3/images/0.png", b"x", "image/png")
+        with sessions.begin() as session:
+            assert run_retention(session, storage, settings) >= 1
+        with sessions() as session:
+            assert session.get_one(Job, job_id).status == "expired"
+        assert not storage.exists(f"jobs/{job_id}/attempt-3/images/0.png")
+    finally:
+        engine.dispose()

@@ -186,7 +186,7 @@ def _field(data: Mapping[str, Any], key: str, kind: type, path: Path) -> Any:
 
 
 def _layers(data: Mapping[str, Any], path: Path) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
-    layers = []
+    layers: list[tuple[torch.Tensor, torch.Tensor]] = []
     for i, layer in enumerate(_field(data, "layers", list, path)):
         if not isinstance(layer, dict):
             raise HeadError(f"{path}: layers[{i}] must be an object with weight and bias")

@@ -14,7 +14,6 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -37,7 +36,6 @@ class Job(Base):
         Index("ix_jobs_created_at_id", "created_at", "id"),
         # A key's active jobs (the max_active_jobs quota) and its listing by status.
         Index("ix_jobs_api_key_id_status", "api_key_id", "status"),
-        UniqueConstraint("api_key_id", "idempotency_key", name="uq_jobs_api_key_idempotency"),
     )
 
     id: Mapped[str] = id_column()
@@ -70,7 +68,6 @@ class Job(Base):
     replay_of: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     replay_expect: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     api_key_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), ForeignKey("api_keys.id"))
-    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     # Claims: attempt counts deliveries that claimed the job; heartbeat_at says the claim lives.
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(255))
@@ -88,6 +85,8 @@ class Job(Base):
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     # Comma-separated webhook_events (started, progress, completed); NULL means completed.
     webhook_events: Mapped[str | None] = mapped_column(String(64))
+    # When retention removed the uploaded inputs (shared/retention.py); NULL: still kept.
+    inputs_removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = created_column()
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -142,3 +142,32 @@ def test_delete_removes_files_and_images_answer_410(
     assert gone.status_code == 410 and gone.json()["error"]["code"] == "expired"
     assert client.delete(f"/v1/jobs/{running['id']}").status_code == 409
     assert client.delete("/v1/jobs/no-such-job").status_code == 404
+
+
+def test_stage_and_its_step_counts_never_mix_and_attempt_counts_the_stage(
+    client: TestClient, api_settings: Settings
+) -> None:
+    from shared.db.models import StageAttempt
+
+    job = client.post("/v1/jobs", json=BODY).json()
+    with _sessions(api_settings).begin() as session:
+        row = session.get_one(Job, job["id"])
+        # The prior finished (2 of 2 steps); the job now waits for a decoder worker.
+        row.status, row.progress_stage, row.progress_step, row.progress_total = (
+            "decoder", "prior", 2, 2)  # fmt: skip
+        row.attempt = 1
+        session.add(StageAttempt(job_id=row.id, stage="prior", attempt=1, status="succeeded"))
+    waiting = client.get(f"/v1/jobs/{job['id']}").json()
+    assert (waiting["stage"], waiting["progress_step"], waiting["progress_total"]) == (
+        "decoder", None, None)  # fmt: skip
+    assert waiting["attempt"] == 0  # no decoder attempt yet
+    with _sessions(api_settings).begin() as session:
+        row = session.get_one(Job, job["id"])
+        row.worker_id, row.progress_stage, row.progress_step, row.progress_total = (
+            "w:1", "decoder", 3, 10)  # fmt: skip
+        row.attempt = 2  # the row's counter runs over the whole job
+        session.add(StageAttempt(job_id=row.id, stage="decoder", attempt=2, status="running"))
+    running = client.get(f"/v1/jobs/{job['id']}").json()
+    assert (running["stage"], running["progress_step"], running["progress_total"]) == (
+        "decoder", 3, 10)  # fmt: skip
+    assert running["attempt"] == 1  # the first attempt of this stage, not "attempt 2"

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
 from shared.db.base import utcnow
+from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.job_events import events_after, record_event
 from shared.db.models import Job, WebhookDelivery
 from shared.db.webhooks import deliveries_for_job, redeliver
@@ -68,38 +70,61 @@ def _due_now(sessions: sessionmaker[Session], job_id: str) -> float:
     return ahead
 
 
-def test_a_receiver_that_fails_twice_gets_it_on_the_third_try(
-    sqlite_settings: Settings, db_sessions: sessionmaker[Session],
-    make_job: Callable[..., str], receiver: Callable[[list[int]], Receiver],
-) -> None:  # fmt: skip
-    hook = receiver([500, 500])
-    job_id = make_job(webhook_url=hook.url)
-    with db_sessions.begin() as session:
+def _three_tries(settings: Settings, sessions: sessionmaker[Session], job_id: str,
+                 hook: Receiver) -> None:  # fmt: skip
+    with sessions.begin() as session:
         record_event(session, job_id, "succeeded", {"image_indices": [0]})
-    dispatcher = Dispatcher(sqlite_settings, db_sessions,
+    dispatcher = Dispatcher(settings, sessions,
                             image_url=lambda job, i: f"https://img.example/{job}/{i}")  # fmt: skip
 
     assert dispatcher.run_once() == 1  # the first try goes at once
     assert dispatcher.run_once() == 0  # the second is scheduled, not due yet
-    assert 3 < _due_now(db_sessions, job_id) <= 5
+    assert 3 < _due_now(sessions, job_id) <= 5
     assert dispatcher.run_once() == 1
-    assert 290 < _due_now(db_sessions, job_id) <= 300
+    assert 290 < _due_now(sessions, job_id) <= 300
     assert dispatcher.run_once() == 1
     assert dispatcher.run_once() == 0  # delivered: nothing more to send
 
     assert len(hook.seen) == 3
     ids = {headers["webhook-id"] for headers, _ in hook.seen}
     assert len(ids) == 1  # the same webhook-id on every retry
-    secret = webhook_secret(sqlite_settings.api_key_secret.get_secret_value(), "local")
+    secret = webhook_secret(settings.api_key_secret.get_secret_value(), "local")
     headers, body = hook.seen[-1]
     verified = Webhook(secret).verify(body, headers)
     assert verified["type"] == "job.succeeded" and verified["job_id"] == job_id
     assert verified["data"]["images"] == [f"https://img.example/{job_id}/0"]
 
-    with db_sessions() as session:
+    with sessions() as session:
         [(delivery, attempts)] = deliveries_for_job(session, job_id)
     assert delivery.status == "delivered" and delivery.attempts == 3
     assert [a.status_code for a in attempts] == [500, 500, 200]
+
+
+def test_a_receiver_that_fails_twice_gets_it_on_the_third_try(
+    sqlite_settings: Settings, db_sessions: sessionmaker[Session],
+    make_job: Callable[..., str], receiver: Callable[[list[int]], Receiver],
+) -> None:  # fmt: skip
+    hook = receiver([500, 500])
+    _three_tries(sqlite_settings, db_sessions, make_job(webhook_url=hook.url), hook)
+
+
+def test_the_same_on_postgresql(
+    tmp_path: Path, postgres_url: str, receiver: Callable[[list[int]], Receiver]
+) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=postgres_url)
+    engine = make_engine(settings)
+    sessions = make_sessionmaker(engine)
+    hook = receiver([500, 500])
+    with sessions.begin() as session:
+        job = Job(kind="generate", prompt="a red circle", n=1, size="64x64", seed=7,
+                  status="succeeded", attempt=3, webhook_url=hook.url)  # fmt: skip
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    try:
+        _three_tries(settings, sessions, job_id, hook)
+    finally:
+        engine.dispose()
 
 
 def test_events_are_ordered_and_progress_deliveries_coalesce(

@@ -25,7 +25,10 @@ CATEGORIES = ("sexual", "violence")
 BLOCKS = ("embedding", "lexical", "exemplar", "benign", "margin")
 
 
-def _data(n: int = 90, dim: int = 6) -> tuple[torch.Tensor, list[dict[str, float]], ...]:
+Rows = list[dict[str, float]]
+
+
+def _data(n: int = 90, dim: int = 6) -> tuple[torch.Tensor, Rows, Rows, list[float]]:
     rng = np.random.default_rng(0)
     embeddings = torch.nn.functional.normalize(torch.tensor(rng.normal(size=(n, dim))), dim=1)
     lexical = [{c: float(rng.integers(0, 2)) for c in CATEGORIES} for _ in range(n)]

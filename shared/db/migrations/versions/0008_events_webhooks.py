@@ -21,6 +21,10 @@ TS = sa.DateTime(timezone=True)
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("webhook_events", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("inputs_removed_at", TS, nullable=True))
+        # Idempotency-Keys live in idempotency_records (0004); this pair never applied.
+        batch.drop_constraint("uq_jobs_api_key_idempotency", type_="unique")
+        batch.drop_column("idempotency_key")
     op.create_index("ix_jobs_api_key_id_status", "jobs", ["api_key_id", "status"])
     op.create_table(
         "embeddings",
@@ -102,4 +106,8 @@ def downgrade() -> None:
     op.drop_table("embeddings")
     op.drop_index("ix_jobs_api_key_id_status", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("inputs_removed_at")
+        batch.add_column(sa.Column("idempotency_key", sa.String(255), nullable=True))
+        batch.create_unique_constraint("uq_jobs_api_key_idempotency",
+                                       ["api_key_id", "idempotency_key"])  # fmt: skip
         batch.drop_column("webhook_events")

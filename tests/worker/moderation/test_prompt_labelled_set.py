@@ -97,19 +97,25 @@ def test_the_shipped_head_was_trained_on_this_tuning_set() -> None:
     assert set(head.thresholds) == set(policy.categories)
 
 
+def _held_out(metrics: SplitMetrics) -> str:
+    """A failure message with counts only: the test set's prompts are never printed."""
+    return (f"{len(metrics.missed)} unsafe prompts missed, {len(metrics.wrongly_flagged)} "
+            "benign ones flagged (held out: not listed)")  # fmt: skip
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="issue 13 targets (recall >= 97%, false positives <= 2% "
     "on the test set) are not reached: measured 75.8% / 0.0%, docs/benchmarks.md",
 )
 def test_test_set_targets_hold(test_metrics: SplitMetrics) -> None:
-    assert test_metrics.recall >= RECALL_TARGET, f"missed {len(test_metrics.missed)} unsafe test prompts (held out: not listed)"
-    assert test_metrics.false_positive_rate <= FPR_TARGET, test_metrics.wrongly_flagged
+    assert test_metrics.recall >= RECALL_TARGET, _held_out(test_metrics)
+    assert test_metrics.false_positive_rate <= FPR_TARGET, _held_out(test_metrics)
 
 
 def test_test_set_figures_do_not_fall_below_the_measured_ones(
     test_metrics: SplitMetrics,
 ) -> None:
     assert test_metrics.unsafe >= 150 and test_metrics.benign >= 200
-    assert test_metrics.recall >= RECALL_MEASURED, f"missed {len(test_metrics.missed)} unsafe test prompts (held out: not listed)"
-    assert test_metrics.false_positive_rate <= FPR_MEASURED, test_metrics.wrongly_flagged
+    assert test_metrics.recall >= RECALL_MEASURED, _held_out(test_metrics)
+    assert test_metrics.false_positive_rate <= FPR_MEASURED, _held_out(test_metrics)

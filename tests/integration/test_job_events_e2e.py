@@ -53,8 +53,24 @@ def test_sse_sees_every_stage_and_resumes(distributed_stack: Any) -> None:
     assert [(n, i) for n, i, _ in rest] == [(n, i) for n, i, _ in events[4:]]
 
 
+def _cancel_unsent_jobs(stack: Any) -> None:
+    """Other tests share this session's database and leave queued rows that no message will
+    ever serve (their queue was a recording stub): cancel them, so only this test's jobs
+    stand in the queue."""
+    from sqlalchemy import select
+
+    from shared.db import jobs as job_store
+    from shared.db.models import Job
+
+    with stack.sessions.begin() as session:
+        waiting = session.scalars(select(Job.id).where(Job.status == "queued")).all()
+        for job_id in waiting:
+            job_store.cancel_job(session=session, job_id=job_id)
+
+
 def test_queue_positions_of_waiting_jobs_count_down(distributed_stack: Any) -> None:
     client = distributed_stack.client
+    _cancel_unsent_jobs(distributed_stack)
     slow = {**BODY, "steps": {"prior": 8, "decoder": 8, "upsampler": 2}}
     ids = [client.post("/v1/jobs", json=slow).json()["id"] for _ in range(5)]
     last, seen = ids[-1], []

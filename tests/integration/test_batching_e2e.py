@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from sqlalchemy import select
 
 from api.app import create_app
 from shared.db.engine import make_engine, make_sessionmaker
-from shared.db.migrate import upgrade
 from shared.db.models import StageAttempt
 from shared.settings import Settings
 
@@ -33,55 +31,6 @@ READY_S = 120.0
 JOB_TIMEOUT_S = 240.0
 # A long decoder, so the cancel lands while the batch samples it.
 STEPS = {"prior": 2, "decoder": 60, "upsampler": 2}
-REQUIRE = os.environ.get("UNCLIP_TEST_REQUIRE_SERVICES") == "1"
-
-
-def _missing(message: str) -> None:
-    if REQUIRE:
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def own_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    name = f"unclip_batching_e2e_{uuid.uuid4().hex[:10]}"
-    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
-    try:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        _missing(f"PostgreSQL on 127.0.0.1:5432 is not reachable ({exc})")
-    url = f"postgresql+psycopg://postgres@127.0.0.1/{name}"
-    try:
-        upgrade(Settings(data_dir=tmp_path_factory.mktemp("pg"), database_url=url))
-        yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="module")
-def own_redis() -> Iterator[str]:
-    """An empty Redis db index claimed for this module (SET NX), flushed after."""
-    import redis
-
-    token = f"batching-e2e:{uuid.uuid4().hex}"
-    try:
-        for index in range(1, 16):
-            client = redis.Redis(host="127.0.0.1", port=6379, db=index, socket_timeout=3)
-            if client.dbsize() == 0 and client.set("unclip-tests:owner", token, nx=True):
-                break
-            client.close()
-        else:
-            pytest.fail("no empty Redis db index among 1-15 for the batching test")
-    except redis.exceptions.ConnectionError as exc:
-        _missing(f"Redis on 127.0.0.1:6379 is not reachable ({exc})")
-    try:
-        yield f"redis://127.0.0.1:6379/{index}"
-    finally:
-        client.flushdb()
-        client.close()
 
 
 def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
@@ -115,10 +64,10 @@ def _wait(
 
 
 def test_four_batched_jobs_one_cancelled_give_three_successes(
-    tmp_path: Path, own_database: str, own_redis: str, tiny_family_dir: Path
+    tmp_path: Path, farm_database: str, farm_redis: Any, tiny_family_dir: Path
 ) -> None:
-    settings = Settings(data_dir=tmp_path, family=tiny_family_dir, database_url=own_database,
-                        broker_url=own_redis)  # fmt: skip
+    settings = Settings(data_dir=tmp_path, family=tiny_family_dir, database_url=farm_database,
+                        broker_url=farm_redis.url)  # fmt: skip
     log_path = tmp_path / "worker.log"
     with TestClient(create_app(settings)) as client:
         jobs = []

@@ -25,7 +25,6 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from shared.db.migrate import upgrade
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -37,55 +36,6 @@ READY_S = 120.0
 REGISTER_S = 15.0
 JOB_TIMEOUT_S = 240.0
 STEPS = {"prior": 2, "decoder": 2, "upsampler": 2}
-REQUIRE = os.environ.get("UNCLIP_TEST_REQUIRE_SERVICES") == "1"
-
-
-def _missing(message: str) -> None:
-    if REQUIRE:
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def own_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    name = f"unclip_fleet_e2e_{uuid.uuid4().hex[:10]}"
-    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
-    try:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        _missing(f"PostgreSQL on 127.0.0.1:5432 is not reachable ({exc})")
-    url = f"postgresql+psycopg://postgres@127.0.0.1/{name}"
-    try:
-        upgrade(Settings(data_dir=tmp_path_factory.mktemp("pg"), database_url=url))
-        yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="module")
-def own_redis() -> Iterator[str]:
-    """An empty Redis db index claimed for this module (SET NX), flushed after."""
-    import redis
-
-    token = f"fleet-e2e:{uuid.uuid4().hex}"
-    try:
-        for index in range(1, 16):
-            client = redis.Redis(host="127.0.0.1", port=6379, db=index, socket_timeout=3)
-            if client.dbsize() == 0 and client.set("unclip-tests:owner", token, nx=True):
-                break
-            client.close()
-        else:
-            pytest.fail("no empty Redis db index among 1-15 for the fleet test")
-    except redis.exceptions.ConnectionError as exc:
-        _missing(f"Redis on 127.0.0.1:6379 is not reachable ({exc})")
-    try:
-        yield f"redis://127.0.0.1:6379/{index}"
-    finally:
-        client.flushdb()
-        client.close()
 
 
 def _free_port() -> int:
@@ -162,13 +112,14 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def fleet(
-    tmp_path_factory: pytest.TempPathFactory, own_database: str, own_redis: str,
+    tmp_path_factory: pytest.TempPathFactory, farm_database: str, farm_redis: Any,
     tiny_family_dir: Path,
 ) -> Iterator[Fleet]:  # fmt: skip
     data_dir = tmp_path_factory.mktemp("fleet")
     settings = Settings(
-        data_dir=data_dir, family=tiny_family_dir, database_url=own_database,
-        broker_url=own_redis, admin_token=TOKEN, heartbeat_interval_s=1.0, heartbeat_stale_s=4.0,
+        data_dir=data_dir, family=tiny_family_dir, database_url=farm_database,
+        broker_url=farm_redis.url, admin_token=TOKEN, heartbeat_interval_s=1.0,
+        heartbeat_stale_s=4.0,
     )  # fmt: skip
     tag = uuid.uuid4().hex[:6]
     prior = _start(settings, f"fleet-prior-{tag}@localhost", ["prior"], data_dir)

@@ -319,7 +319,7 @@ def check_job_create(
         params=params,
         image=image,
         mask=mask,
-        native_size=None if info is None else info.native_size,
+        native_size=None if info is None else info.native_size_for(params.size),
         embedding=embedded.embedding,
         mix=embedded.mix,
         **_webhook(job_in, settings),

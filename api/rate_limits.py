@@ -4,6 +4,12 @@ Counters live in Redis when the broker is Redis (distributed mode) and in the da
 otherwise (embedded mode), so every API process sharing them agrees. Responses carry
 x-ratelimit-limit-requests, x-ratelimit-remaining-requests and x-ratelimit-reset-requests
 as OpenAI sends them; over the limit is 429 rate_limit_exceeded with Retry-After.
+
+The counters' store is the broker or the database. A database outage is the request's 503
+(database_unavailable) at once. A Redis that timed out (hung) is a 503 queue_unavailable at
+once too: the publish to the same server would wait out the same timeout again
+(settings.broker_socket_timeout_s) before the same answer. Any other failure of the counting
+(a refused Redis costs nothing: the publish then decides) is logged and the request served.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.auth import add_response_headers
 from api.deps import PrincipalDep
 from shared.db import rate_windows
-from shared.errors import RateLimited
+from shared.errors import DatabaseUnavailable, QueueUnavailable, RateLimited
+from shared.queue.dispatch import timed_out
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -78,7 +85,11 @@ class DatabaseStorage(Storage):
 def make_rate_storage(settings: Settings, sessions: sessionmaker[Session]) -> Storage:
     """Redis when the broker is Redis, else the database: shared by all API processes."""
     if settings.broker_url.startswith(("redis://", "rediss://")):
-        return RedisStorage(settings.broker_url, key_prefix=REDIS_KEY_PREFIX)
+        return RedisStorage(
+            settings.broker_url, key_prefix=REDIS_KEY_PREFIX,
+            socket_timeout=settings.broker_socket_timeout_s,
+            socket_connect_timeout=settings.broker_connect_timeout_s,
+        )  # fmt: skip
     return DatabaseStorage(sessions)
 
 
@@ -116,9 +127,18 @@ def enforce_create_rate(request: Request, principal: PrincipalDep) -> None:
     if principal.rpm is None:
         return
     item = RateLimitItemPerMinute(principal.rpm)
+    storage = _storage(request)
     try:
-        count, reset_at = _hit(_storage(request), item, principal.scope)
-    except Exception as exc:  # noqa: BLE001 - any storage failure: serve rather than refuse
+        count, reset_at = _hit(storage, item, principal.scope)
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failure of the counting alone: serve
+        if isinstance(storage, RedisStorage) and timed_out(exc):
+            settings = cast(Settings, request.app.state.settings)
+            raise QueueUnavailable(
+                f"the broker (which holds the rate-limit counters) does not answer: {exc}",
+                retry_after_s=settings.broker_retry_after_s,
+            ) from exc
         logger.warning("rate limit storage failed, request allowed: %r", exc)
         return
     reset_in = max(0.0, reset_at - time.time())

@@ -187,6 +187,11 @@ def submit_job(
     try:
         job = _create(factory, storage, checked, principal, record_id)
         count_submitted(job.kind)  # the row is committed: a job now exists, even if unpublished
+        # The answer shows the job as accepted (queued), read before the message goes out: a
+        # fast worker may claim it at once, and GET shows its later states.
+        with factory() as session:
+            row = job_store.get_job(session=session, job_id=job.id)
+            accepted = view_job(session, row, settings)
         try:
             queue.enqueue(job.id, Stage.prior, job.attempt)
         except QueueUnavailable as exc:
@@ -201,5 +206,4 @@ def submit_job(
                 idempotency.release_key(session=session, record_id=record_id)
                 session.commit()
         raise
-    with factory() as session:  # read back: the view may load relations of the row
-        return view_job(session, job_store.get_job(session=session, job_id=job.id), settings), True
+    return accepted, True

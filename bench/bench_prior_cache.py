@@ -11,7 +11,8 @@ one-off cost of encode_prefix. Configs: the shipped shapes family's prior
 (models/shapes/prior.json: 32 text tokens + 4) with 8 rows (one image: best of 4 candidates x
 [cond; uncond]) and 32 rows (4 images); and Karlo's prior layout (77 text tokens + 4,
 configs/prior_1B_vit_l.yaml) at a reduced width and depth, with 2 and 8 rows. Each plain and
-inside seeds.row_stable (as the prior stage runs it today). Random weights, float32, CPU.
+in batch-invariant mode (worker/unclip/batch_invariance.py, reproducible renders).
+Random weights, float32, CPU.
 Then, when models/shapes is present, the whole prior stage (run_prior: CLIP text encoding,
 guided sampling at the family's default steps, best-of-k) for 1 and 4 images, against the
 same stage with the pre-cache net_fn swapped in (interleaved likewise).
@@ -32,7 +33,7 @@ from typing import Any
 
 import torch
 
-from worker.unclip import prior_stage
+from worker.unclip import batch_invariance, prior_stage
 from worker.unclip.clip_encoder import TextEncoding
 from worker.unclip.configs import PriorConfig
 from worker.unclip.family import Family, load_family
@@ -41,7 +42,6 @@ from worker.unclip.karlo_configs import karlo_prior_config
 from worker.unclip.nets import PriorNet
 from worker.unclip.nets.prior_cache import encode_prefix, predict_with_prefix
 from worker.unclip.render_spec import RenderSpec
-from worker.unclip.seeds import row_stable
 
 ROOT = Path(__file__).parents[1]
 
@@ -65,7 +65,8 @@ def measure(
 ) -> dict[str, Any]:
     torch.manual_seed(0)
     net = PriorNet(cfg).eval()
-    with row_stable([net]) if stable else contextlib.nullcontext():
+    batch_invariance.install([net])
+    with batch_invariance.batch_invariance(stable):
         return _measure(net, rows, repeats, calls)
 
 
@@ -161,11 +162,11 @@ def bench_nets(repeats: int, calls: int) -> list[dict[str, Any]]:
     for name, cfg in configs().items():
         for rows, stable in itertools.product(rows_per_config[name], (False, True)):
             measured = measure(cfg, rows, repeats, calls, stable=stable)
-            row = {"config": name, "row_stable": stable, **measured}
+            row = {"config": name, "batch_invariant": stable, **measured}
             results.append(row)
             print(
                 f"{name:22s} rows={row['rows']:3d} seq={row['seq']:3d} "
-                f"{'row_stable' if stable else 'plain':10s} "
+                f"{'invariant' if stable else 'plain':10s} "
                 f"uncached {row['uncached_ms_per_step']:8.3f} ms/step  "
                 f"cached {row['cached_ms_per_step']:8.3f} ms/step  x{row['speedup']:.2f}  "
                 f"(encode_prefix once: {row['encode_prefix_ms']:.3f} ms)",

@@ -2,7 +2,8 @@
 
 Usage, from the repository root (PostgreSQL and Redis as in docs/benchmarks.md for distributed):
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_service [--jobs 16] [--steps 10,10,4]
-        [--modes embedded,distributed] [--batch 1,8] [--one-step 20]
+        [--modes embedded,distributed] [--batch 1,8] [--repeat 2] [--one-step 20]
+        [--task-level 2] [--json docs/bench/service_throughput.json]
 
 The same small jobs (generate, n=1, distinct prompts and seeds, the tiny random-weight
 reference family, 64x64) are rendered in the same run:
@@ -13,10 +14,13 @@ reference family, 64x64) are rendered in the same run:
 each service mode with UNCLIP_BATCH__MAX=1 (unbatched) and =8 (dynamic batching), the bare
 figure measured just before and just after each service run (this machine is shared: only
 figures taken together compare). All jobs are submitted at once over HTTP once a warm-up job
-has loaded the family, and the wall time runs from the first POST to the last job succeeding.
+has loaded the family; the wall time runs from the first POST to the last job's finished_at.
+Beside images/s each row gives CPU seconds per image of the service's processes and of the
+bare library, which the machine's load moves far less, and the mean batch size per stage.
 `--one-step N` also times N jobs of 1/1/1 steps through `unclip up` (the embedded broker's
-figure); `--task-level N` alternates batch 1 and batch 8 N times over the stage tasks in this
-process (no HTTP, no broker), so that pairs are taken seconds apart.
+figure); `--task-level N` runs N rounds of the three stage tasks in this process (no HTTP, no
+broker) beside the bare library, with and without the moderation checks (the latter for
+attribution only: the service always runs them).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 READY_S = 180.0
 STOP_S = 20.0
 JOB_TIMEOUT_S = 900.0
+POLL_S = 0.25
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 
 
@@ -70,15 +75,45 @@ def job_spec(i: int, steps: StageSteps) -> RenderSpec:
                       sampler="ddim", prior_guidance=4.0, decoder_guidance=8.0)  # fmt: skip
 
 
-def bare_images_per_s(jobs: int, steps: StageSteps, batch: int) -> float:
+@dataclass(frozen=True)
+class Rate:
+    """Images per second of wall time, and CPU seconds spent per image."""
+
+    images_per_s: float
+    cpu_s_per_image: float
+
+
+def bare_rate(jobs: int, steps: StageSteps, batch: int) -> Rate:
     """The library alone on the same jobs, `batch` specs per render() call."""
     family = make_reference_family(device="cpu", dtype=torch.float32)
     specs = [job_spec(i, steps) for i in range(jobs)]
     render(family, specs[:1])  # warm-up
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(0, jobs, batch):
         render(family, specs[i : i + batch])
-    return jobs / (time.perf_counter() - start)
+    return Rate(jobs / (time.perf_counter() - start), (time.process_time() - cpu) / jobs)
+
+
+def tree_cpu_s(roots: list[int]) -> float:
+    """CPU seconds (user + system) used so far by `roots` and every process below them."""
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            pid = int(stat.parent.name)
+            parents[pid] = int(fields[1])
+            used[pid] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo, seen = 0.0, list(roots), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += used.get(pid, 0.0)
+        todo += [child for child, parent in parents.items() if parent == pid]
+    return total
 
 
 # ---- running the service --------------------------------------------------------------------
@@ -92,6 +127,7 @@ def _free_port() -> int:
 class Stack:
     url: str
     settings: Settings
+    pids: list[int]  # the service's own processes (their children are counted with them)
 
 
 def _env(settings: Settings, batch: int) -> dict[str, str]:
@@ -158,7 +194,7 @@ def stack(mode: str, family: Path, batch: int) -> Iterator[Stack]:
                 children = [_spawn(["worker", "--queues", "prior,decoder,upsampler"], env, log),
                             _spawn(["api", *address], env, log)]  # fmt: skip
             try:
-                service = Stack(f"http://127.0.0.1:{port}", settings)
+                service = Stack(f"http://127.0.0.1:{port}", settings, [c.pid for c in children])
                 _wait_ready(service, children, log)
                 yield service
             finally:
@@ -204,10 +240,15 @@ def _wait_ready(service: Stack, children: list[subprocess.Popen[bytes]], log: Pa
 
 
 def run_jobs(service: Stack, bodies: list[dict[str, Any]]) -> float:
-    """Submit every job at once; seconds from the first POST until all have succeeded."""
+    """Submit every job at once; seconds from the first POST until the last job finished.
+
+    The end is the last job's own finished_at (written by the worker, same clock), so the
+    poll that notices it can be slow: it runs every POLL_S and stays off the cores the
+    worker needs (at 0.02 s it cost about a third of the worker's own CPU time).
+    """
     sessions = make_sessionmaker(make_engine(service.settings))
     with httpx.Client(base_url=service.url, timeout=30) as client:
-        start = time.perf_counter()
+        start = time.time()
         ids = []
         for body in bodies:
             response = client.post("/v1/jobs", json=body)
@@ -215,31 +256,57 @@ def run_jobs(service: Stack, bodies: list[dict[str, Any]]) -> float:
             ids.append(response.json()["id"])
         deadline = time.monotonic() + JOB_TIMEOUT_S
         while time.monotonic() < deadline:
+            time.sleep(POLL_S)
             with sessions() as session:
                 done = session.execute(
-                    select(Job.status, func.count()).where(Job.id.in_(ids)).group_by(Job.status)
+                    select(Job.status, func.count(), func.max(Job.finished_at))
+                    .where(Job.id.in_(ids)).group_by(Job.status)
                 ).all()  # fmt: skip
-            counts = dict(done)
+            counts = {status: n for status, n, _ in done}
             if counts.get("succeeded", 0) == len(ids):
-                return time.perf_counter() - start
+                ends = [at for status, _, at in done if status == "succeeded" and at is not None]
+                return max(ends).timestamp() - start
             if any(s in counts for s in ("failed", "cancelled", "rejected", "held")):
                 raise RuntimeError(f"jobs ended badly: {counts}")
-            time.sleep(0.02)
     raise RuntimeError(f"jobs not done after {JOB_TIMEOUT_S:.0f} s")
 
 
-def task_level_batching(jobs: int, steps: StageSteps, repeats: int) -> dict[str, Any]:
-    """The three stage tasks in this process (SQLite, local storage, messages as a list),
-    batch 1 and batch 8 alternated `repeats` times: images/s of each and their ratio per pair,
-    figures taken seconds apart (the HTTP and broker hops are left out)."""
+def batch_sizes(service: Stack, count: int) -> dict[str, float]:
+    """Per stage, the mean number of jobs in the library call each of the last `count` jobs
+    ran in (their run records' batch_jobs)."""
+    sessions = make_sessionmaker(make_engine(service.settings))
+    with sessions() as session:
+        rows = session.scalars(
+            select(Job.stage_runs).order_by(Job.created_at.desc()).limit(count)
+        ).all()  # fmt: skip
+    out = {}
+    for stage in ("prior", "decoder", "upsampler"):
+        sizes = [runs[stage]["batch_jobs"] for runs in rows if runs and stage in runs]
+        if sizes:
+            out[stage] = round(sum(sizes) / len(sizes), 2)
+    return out
+
+
+def _no_check(*args: Any, **kwargs: Any) -> None:
+    """Stands in for a moderation check in the task-level "moderation removed" rows."""
+
+
+def task_level(jobs: int, steps: StageSteps, repeats: int) -> dict[str, Any]:
+    """The three stage tasks in this process (SQLite, local storage, messages as a list: no
+    HTTP and no broker hops) against the bare library, interleaved `repeats` times per batch
+    size: bare, tasks with moderation, tasks with the moderation checks removed (for
+    attribution only; the service always runs them). Figures of a round are seconds apart."""
     from celery import Celery
 
     from shared.settings import Batch
     from shared.storage.local import LocalStorage
-    from worker.tasks import base
+    from worker.tasks import base, prior_task, upsampler_task
     from worker.tasks.app import register_tasks
     from worker.tasks.base import RenderTask, Resources
 
+    gates = vars(prior_task), vars(upsampler_task)  # the stage tasks' own names of the checks
+    checks = (gates[0]["check_prompt_and_input"], gates[1]["check_outputs"])
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-tasks-") as tmp:
         data_dir = Path(tmp)
         save_reference_family(data_dir / "family")
@@ -248,15 +315,17 @@ def task_level_batching(jobs: int, steps: StageSteps, repeats: int) -> dict[str,
         sessions = make_sessionmaker(make_engine(settings))
         storage = LocalStorage(data_dir / "storage")
         queue: list[tuple[str, str]] = []
-        base.enqueue_stage = lambda app, job_id, stage, attempt, **_: queue.append(  # type: ignore[assignment]
+        base.enqueue_stage = lambda app, job_id, stage, attempt, **_: queue.append(  # type: ignore[assignment,attr-defined]
             (job_id, str(stage))
         )
         app = register_tasks(Celery("bench-tasks", set_as_current=False))
 
-        def run(batch: int, offset: int) -> float:
+        def run(batch: int, offset: int, moderation: bool) -> Rate:
             RenderTask._resources = Resources(
                 settings.model_copy(update={"batch": Batch(max=batch)}), sessions, storage
             )
+            gates[0]["check_prompt_and_input"] = checks[0] if moderation else _no_check
+            gates[1]["check_outputs"] = checks[1] if moderation else _no_check
             ids = []
             with sessions.begin() as session:
                 for i in range(jobs):
@@ -271,20 +340,52 @@ def task_level_batching(jobs: int, steps: StageSteps, repeats: int) -> dict[str,
                     session.flush()
                     ids.append(job.id)
             queue.extend((job_id, "prior") for job_id in ids)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             while queue:
                 job_id, stage = queue.pop(0)
                 app.tasks[f"render.{stage}"].apply(kwargs={"job_id": job_id}).get()
-            return jobs / (time.perf_counter() - start)
+            return Rate(jobs / (time.perf_counter() - start), (time.process_time() - cpu) / jobs)
 
-        run(1, 90_000)  # warm-up: loads the family
-        pairs = [(run(1, 100_000 * (r + 1)), run(8, 100_000 * (r + 1) + 50_000))
-                 for r in range(repeats)]  # fmt: skip
-    ratios = sorted(b8 / b1 for b1, b8 in pairs)
-    return {
-        "task_level_pairs_images_per_s": [[round(a, 3), round(b, 3)] for a, b in pairs],
-        "task_level_batch8_vs_batch1_median": round(ratios[len(ratios) // 2], 2),
-    }
+        try:
+            run(1, 90_000, True)  # warm-up: loads the family and the moderation checkers
+            for r in range(repeats):
+                for batch in (1, 8) if r % 2 == 0 else (8, 1):
+                    offset = 100_000 * (r + 1) + 50_000 * (batch == 8)
+                    bare = bare_rate(jobs, steps, batch)
+                    on, off = run(batch, offset, True), run(batch, offset + 10_000, False)
+                    rows.append({"repeat": r, "batch_max": batch, "bare": bare, "on": on,
+                                 "off": off})  # fmt: skip
+        finally:
+            gates[0]["check_prompt_and_input"], gates[1]["check_outputs"] = checks
+    return _task_level_summary(rows)
+
+
+def _task_level_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"rows": []}
+    for row in rows:
+        bare, on, off = row["bare"], row["on"], row["off"]
+        out["rows"].append({
+            "repeat": row["repeat"], "batch_max": row["batch_max"],
+            "images_per_s": {"bare": round(bare.images_per_s, 3),
+                             "tasks": round(on.images_per_s, 3),
+                             "tasks_no_moderation": round(off.images_per_s, 3)},
+            "cpu_s_per_image": {"bare": round(bare.cpu_s_per_image, 3),
+                                "tasks": round(on.cpu_s_per_image, 3),
+                                "tasks_no_moderation": round(off.cpu_s_per_image, 3)},
+            "tasks_vs_bare": round(on.images_per_s / bare.images_per_s, 2),
+            "tasks_no_moderation_vs_bare": round(off.images_per_s / bare.images_per_s, 2),
+        })  # fmt: skip
+    for batch in (1, 8):
+        mine = [r for r in out["rows"] if r["batch_max"] == batch]
+        for key in ("tasks_vs_bare", "tasks_no_moderation_vs_bare"):
+            out[f"batch{batch}_{key}_median"] = round(_median([r[key] for r in mine]), 2)
+    pairs: dict[int, dict[int, float]] = {}
+    for r in out["rows"]:
+        pairs.setdefault(r["repeat"], {})[r["batch_max"]] = r["images_per_s"]["tasks"]
+    ratios = [p[8] / p[1] for p in pairs.values() if 1 in p and 8 in p]
+    if ratios:
+        out["tasks_batch8_vs_batch1_median"] = round(_median(ratios), 2)
+    return out
 
 
 def main() -> None:
@@ -295,23 +396,33 @@ def main() -> None:
     parser.add_argument("--batch", default="1,8", help="UNCLIP_BATCH__MAX values to run")
     parser.add_argument("--one-step", type=int, default=0, help="also N 1/1/1 jobs, embedded")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (bare run)")
+    parser.add_argument("--repeat", type=int, default=1, help="run every configuration N times")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--task-level", type=int, default=0,
-                        help="also N interleaved in-process batch 1 / batch 8 pairs")  # fmt: skip
+                        help="also N rounds of the stage tasks in process vs bare")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.task_level:
-        print(json.dumps(task_level_batching(args.jobs, args.steps, args.task_level)), flush=True)
+        print(json.dumps(task_level(args.jobs, args.steps, args.task_level)), flush=True)
     bodies = [job_body(i, args.steps) for i in range(args.jobs)]
+    batches = [int(b) for b in args.batch.split(",") if b]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-family-") as family_dir:
         family = Path(family_dir)
         save_reference_family(family)
-        for mode in [m for m in args.modes.split(",") if m]:
-            for batch in [int(b) for b in args.batch.split(",") if b]:
-                row = measure(mode, batch, family, bodies, args)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        for repeat in range(args.repeat):
+            for mode in [m for m in args.modes.split(",") if m]:
+                # Odd repeats run the batch sizes in reverse, so neither always goes first.
+                for batch in batches if repeat % 2 == 0 else batches[::-1]:
+                    row = {"repeat": repeat, **measure(mode, batch, family, bodies, args)}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
     print(json.dumps(summarise(rows), indent=1))
+    if args.json:
+        args.json.write_text(
+            json.dumps({"argv": sys.argv[1:], "rows": rows, "summary": summarise(rows)}, indent=1)
+            + "\n"
+        )
 
 
 def measure(mode: str, batch: int, family: Path, bodies: list[dict[str, Any]],
@@ -319,32 +430,60 @@ def measure(mode: str, batch: int, family: Path, bodies: list[dict[str, Any]],
     """One service configuration, with the bare library measured just before and after it
     (the machine is shared: only figures taken together compare)."""
     row: dict[str, Any] = {"mode": mode, "batch_max": batch, "jobs": len(bodies)}
-    bare_before = bare_images_per_s(len(bodies), args.steps, batch)
+    before = bare_rate(len(bodies), args.steps, batch)
     with stack(mode, family, batch) as service:
+        cpu = tree_cpu_s(service.pids)
         wall = run_jobs(service, bodies)
+        cpu = tree_cpu_s(service.pids) - cpu
+        row["mean_batch_jobs"] = batch_sizes(service, len(bodies))
         if args.one_step and mode == "embedded" and batch == 1:
             one = [job_body(20_000 + i, StageSteps(1, 1, 1)) for i in range(args.one_step)]
             row[f"{args.one_step}_one_step_jobs_s"] = round(run_jobs(service, one), 2)
-    bare_after = bare_images_per_s(len(bodies), args.steps, batch)
-    bare = (bare_before + bare_after) / 2
+    after = bare_rate(len(bodies), args.steps, batch)
+    bare = (before.images_per_s + after.images_per_s) / 2
+    bare_cpu = (before.cpu_s_per_image + after.cpu_s_per_image) / 2
     row.update(
         service_images_per_s=round(len(bodies) / wall, 3),
         bare_images_per_s=round(bare, 3),
-        bare_spread=[round(bare_before, 3), round(bare_after, 3)],
+        bare_spread=[round(before.images_per_s, 3), round(after.images_per_s, 3)],
         service_vs_bare=round(len(bodies) / wall / bare, 2),
+        # CPU seconds per image: the service's processes (API, worker, and in embedded mode
+        # the sweeper and webhook dispatcher; not the PostgreSQL or Redis servers) against
+        # the bare library's own process. Load on the machine moves these far less.
+        service_cpu_s_per_image=round(cpu / len(bodies), 3),
+        bare_cpu_s_per_image=round(bare_cpu, 3),
+        cpu_bare_vs_service=round(bare_cpu * len(bodies) / cpu, 2) if cpu > 0 else None,
+        load_average=[round(x, 2) for x in os.getloadavg()],
     )
     return row
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Service / bare per row, and batch-8 / batch-1 service images/s per mode."""
+    """Medians over the repeats: service / bare per mode and batch size, and batch-8 / batch-1
+    service images/s per mode (each pair from the same repeat, taken minutes apart)."""
     out: dict[str, Any] = {}
-    for row in rows:
-        out[f"{row['mode']}_batch{row['batch_max']}_vs_bare"] = row["service_vs_bare"]
-    for mode in {row["mode"] for row in rows}:
-        by_batch = {r["batch_max"]: r["service_images_per_s"] for r in rows if r["mode"] == mode}
-        if 1 in by_batch and 8 in by_batch:
-            out[f"{mode}_batch8_vs_batch1"] = round(by_batch[8] / by_batch[1], 2)
+    for key in sorted({(r["mode"], r["batch_max"]) for r in rows}):
+        mine = [r for r in rows if (r["mode"], r["batch_max"]) == key]
+        name = f"{key[0]}_batch{key[1]}"
+        out[f"{name}_vs_bare"] = round(_median([r["service_vs_bare"] for r in mine]), 2)
+        cpu = [r["cpu_bare_vs_service"] for r in mine if r["cpu_bare_vs_service"] is not None]
+        if cpu:
+            out[f"{name}_cpu_bare_vs_service"] = round(_median(cpu), 2)
+    for mode in sorted({row["mode"] for row in rows}):
+        pairs = []
+        for repeat in sorted({r["repeat"] for r in rows}):
+            by_batch = {r["batch_max"]: r["service_images_per_s"] for r in rows
+                        if r["mode"] == mode and r["repeat"] == repeat}  # fmt: skip
+            if 1 in by_batch and 8 in by_batch:
+                pairs.append(by_batch[8] / by_batch[1])
+        if pairs:
+            out[f"{mode}_batch8_vs_batch1"] = round(_median(pairs), 2)
     return out
 
 

@@ -104,6 +104,22 @@ def report(args: argparse.Namespace) -> str:
             f"| {name} | {m.split} | {m.unsafe} | {m.caught} | {m.recall:.1%} | "
             f"{m.benign} | {m.false_positives} | {m.false_positive_rate:.1%} |"
         )
+    service = checks["lexical + semantic head (service)"]
+    categories = sorted({str(r.category) for r in rows if r.label == "unsafe"})
+    lines += [
+        "",
+        "Unsafe prompts caught by the service, per category (counts only):",
+        "",
+        "| split | " + " | ".join(categories) + " |",
+        "|---|" + "---|" * len(categories),
+    ]
+    for split in ("test", "tuning"):
+        cells = []
+        for category in categories:
+            picked = [r for r in rows if r.split == split and r.category == category]
+            caught = evaluate(picked, service, split).caught
+            cells.append(f"{caught}/{len(picked)}")
+        lines.append(f"| {split} | " + " | ".join(cells) + " |")
     # Misses are listed for the tuning set only: reading the test set's misses would turn it
     # into tuning data (the test set is reported as aggregate figures, never prompt by prompt).
     combined = [

@@ -36,6 +36,9 @@ class StageRun(BaseModel):
     batch_jobs: int = Field(ge=1, description="jobs in the library call this stage ran in")
     batch_rows: int = Field(ge=1, description="images in that call, this job's included")
     batch_invariant: bool = Field(description="a row's numbers do not depend on its batch")
+    # The mode that ran (settings.reproducible, or the render's own option): batch-invariant
+    # kernels (True) or full speed (False). Records from before the mode existed read False.
+    reproducible: bool = Field(default=False, description="ran in reproducible mode")
     steps: int
     sampler: str
     guidance: float | None  # the upsampler has none

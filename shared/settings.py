@@ -152,6 +152,10 @@ class Settings(BaseSettings):
     family: Path = Path("models/shapes")
     device: Literal["cpu", "cuda", "auto"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # UNCLIP_REPRODUCIBLE: render in batch-invariant mode, so a job's bytes do not depend on
+    # what it is batched with (CPU workers; slower). False (default): full speed, and batched
+    # images agree with unbatched ones within float tolerance (worker/unclip/batch_invariance.py).
+    reproducible: bool = False
     # Base of image URLs in responses; None means the URL the request came in on.
     public_base_url: str | None = None
     limits: Limits = Limits()
@@ -167,13 +171,24 @@ class Settings(BaseSettings):
     broker_retry_after_s: int = Field(default=30, ge=1)
     # Fleet reliability (issue 10, H-reliability): the sweeper, graceful drain, timeouts.
     sweeper: Sweeper = Sweeper()
-    # SIGTERM: a running stage may finish within this long, else it stops at a step boundary
-    # and hands its job back. Compose's stop_grace_period must exceed it.
+    # SIGTERM: a running stage may go on for this long less the exit's reserve (1 s,
+    # worker/tasks/drain.py), else it stops at a step boundary and hands its job back; the
+    # worker is then gone about when this runs out (measured within 1 s past it, loaded 2-core
+    # machine, docs/benchmarks.md). Compose's stop_grace_period must exceed it.
     drain_timeout_s: float = Field(default=60.0, ge=0)
-    # Dependencies fail fast: connect and statement/socket timeouts on PostgreSQL and Redis.
-    db_connect_timeout_s: int = Field(default=2, ge=1)
+    # Dependencies fail fast: connect and statement/socket timeouts on PostgreSQL and Redis, so
+    # a server that is down or hung answers 503 within about a second (shared/db/engine.py,
+    # shared/queue/celery_app.py). Opening a database connection (a client-side deadline):
+    db_connect_timeout_s: float = Field(default=1.0, gt=0)
+    # The pool's liveness check of a pooled connection before each use (a live server answers
+    # in milliseconds; a check that runs out costs only a reconnect):
+    db_ping_timeout_s: float = Field(default=0.25, gt=0)
+    # Waiting for a free pooled connection when all are in use:
+    db_pool_timeout_s: float = Field(default=1.0, gt=0)
     db_statement_timeout_s: float = Field(default=5.0, gt=0)
-    broker_socket_timeout_s: float = Field(default=2.0, gt=0)
+    # Each Redis command (a publish, a rate-limit count, the readiness ping), and each connect:
+    broker_socket_timeout_s: float = Field(default=1.0, gt=0)
+    broker_connect_timeout_s: float = Field(default=1.0, gt=0)
     moderation_policy: Path = Path("policies/default.yaml")
     moderation_text_encoder: Literal["minilm", "clip"] = "minilm"
     admin_token: SecretStr = SecretStr("change-me")

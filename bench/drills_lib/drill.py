@@ -121,13 +121,6 @@ class DrillContext:
         except ProcessLookupError:
             self.note(f"pid {pid} was already gone")
 
-    def set_job(self, job_id: str, **values: object) -> None:
-        """Change columns of a job row directly (e.g. fewer steps for a resumed attempt)."""
-        with self.s.db().begin() as session:
-            job = session.get_one(Job, job_id)
-            for key, value in values.items():
-                setattr(job, key, value)
-
 
 DrillFn = Callable[[DrillContext], None]
 

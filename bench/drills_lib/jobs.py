@@ -186,6 +186,19 @@ def wait_for(
     raise TimeoutError(f"job {job_id} never reached the awaited state (now {job.status})")
 
 
+def shorten_decoder(sessions: sessionmaker[Session], job_id: str, steps: int = 2) -> None:
+    """Make the job's next decoder attempt run `steps` steps (a drill's resumed attempt ends
+    soon): the request's column and, once the prior recorded them, the parameters the later
+    stages run with (params_used, which they read first)."""
+    with sessions.begin() as session:
+        job = session.get_one(Job, job_id)
+        job.steps_decoder = steps
+        if job.params_used is not None:
+            used = dict(job.params_used)
+            used["steps"] = {**used.get("steps", {}), "decoder": steps}
+            job.params_used = used  # a new object, so the JSON column is written
+
+
 def running_stage(stage: str, min_step: int = 1) -> Callable[[Job], bool]:
     """A predicate: the job is in `stage`, held by a worker, `min_step` sampling steps done."""
     return lambda job: (

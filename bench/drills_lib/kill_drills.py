@@ -8,13 +8,15 @@ import signal
 import time
 
 from bench.drills_lib.drill import DrillContext
-from bench.drills_lib.jobs import JobFacts, running_stage, wait_for
+from bench.drills_lib.jobs import JobFacts, running_stage, shorten_decoder, wait_for
 from bench.drills_lib.processes import alive
 from shared.db.models import Job
 
 # A decoder long enough (~3 s at n=1 here) to be caught running; resumed attempts get 2 steps.
 LONG_DECODER = {"prior": 2, "decoder": 250, "upsampler": 2}
 CATCH_TIMEOUT_S = 120.0
+# SIGTERM: the worker is gone within the drain timeout and this (worker/tasks/drain.py).
+EXIT_MARGIN_S = 1.0
 
 
 def _by_id(facts: list[JobFacts], job_id: str) -> JobFacts | None:
@@ -35,7 +37,7 @@ def _attempts_per_stage(fact: JobFacts | None) -> list[int]:
 def _catch_decoder(ctx: DrillContext, job_id: str) -> Job:
     """Wait for the decoder to be running; make later attempts short; the job row then."""
     job = wait_for(ctx.s.db(), job_id, running_stage("decoder"), timeout_s=CATCH_TIMEOUT_S)
-    ctx.set_job(job_id, steps_decoder=2)  # what a resumed attempt will read
+    shorten_decoder(ctx.s.db(), job_id)  # what a resumed attempt will read
     return job
 
 
@@ -159,6 +161,9 @@ def sigterm_mid_stage(ctx: DrillContext) -> None:
     else:
         ctx.note(f"worker exited {took:.1f} s after SIGTERM")
     ctx.check(f"worker exited within the grace period ({grace:.0f} s)", exited)
+    drain_s = ctx.s.config.drain_timeout_s
+    ctx.check(f"worker exited within the drain timeout + {EXIT_MARGIN_S:g} s",
+              exited and took <= drain_s + EXIT_MARGIN_S)  # fmt: skip
 
     def victim_succeeded(facts: list[JobFacts]) -> bool:
         fact = _by_id(facts, victim)

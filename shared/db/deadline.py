@@ -7,6 +7,11 @@ call of an engine's dialect that talks to the server (execute, commit, rollback,
 ping) so a call still waiting after its deadline gets its socket shut down: psycopg then
 raises OperationalError (a disconnect, so the pool drops the connection), and the caller gets
 DatabaseUnavailable (503 in the API) instead of a thread stuck for minutes.
+
+Opening a connection has a deadline too (install_connect_deadline): libpq and psycopg round
+connect_timeout to whole seconds and never go below 2 s, too slow for an API that must
+answer within a second or two, so the connect runs in a helper thread that the caller
+stops waiting for at the deadline (a late connection is closed when it arrives).
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event
+
+T = TypeVar("T")
 
 
 def _cut(fd: int) -> None:
@@ -85,3 +92,50 @@ def install_deadlines(engine: Engine, *, statement_s: float, ping_s: float) -> N
     dialect.do_commit = _bounded(dialect.do_commit, statement_s)  # type: ignore[method-assign]
     dialect.do_rollback = _bounded(dialect.do_rollback, statement_s)  # type: ignore[method-assign]
     dialect.do_ping = _bounded(dialect.do_ping, ping_s)  # type: ignore[method-assign]
+
+
+def connect_within(
+    connect: Callable[[], T], seconds: float, *, close: Callable[[T], object], timeout_error: type
+) -> T:
+    """connect() in a helper thread, waited for `seconds`; past that raise `timeout_error`
+    (the driver's OperationalError) and close the connection whenever it does arrive."""
+    done = threading.Event()
+    lock = threading.Lock()
+    outcome: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            made = connect()
+        except BaseException as exc:  # handed to the waiting caller
+            outcome["error"] = exc
+            done.set()
+            return
+        with lock:
+            outcome["connection"] = made
+            late = outcome.get("abandoned", False)
+        done.set()
+        if late:
+            with contextlib.suppress(Exception):
+                close(made)
+
+    threading.Thread(target=attempt, name="db-connect", daemon=True).start()
+    done.wait(seconds)
+    with lock:
+        if "connection" not in outcome and "error" not in outcome:
+            outcome["abandoned"] = True
+            raise timeout_error(f"connection timeout expired: no connection within {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["connection"]  # type: ignore[no-any-return]
+
+
+def install_connect_deadline(engine: Engine, *, connect_s: float) -> None:
+    """Bound every new connection of `engine` by `connect_s` seconds (fractions allowed)."""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        return connect_within(
+            lambda: dialect.connect(*cargs, **cparams), connect_s,
+            close=lambda connection: connection.close(),
+            timeout_error=dialect.loaded_dbapi.OperationalError,
+        )  # fmt: skip

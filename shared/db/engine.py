@@ -1,13 +1,16 @@
 """Engine and session factory built from settings; every backend fails fast when it is down.
 
-PostgreSQL gets a connect timeout, a statement timeout, TCP keepalives and client-side call
-deadlines (shared/db/deadline.py), so a server that is down or hung is noticed in seconds;
-SQLite gets foreign keys, WAL and a bounded busy wait. Either way an outage surfaces as
-DatabaseUnavailable (an OperationalError too), which the API answers with 503.
+PostgreSQL gets a connect deadline, a statement timeout, TCP keepalives and client-side call
+deadlines (shared/db/deadline.py), so a server that is down or hung is noticed within about a
+second (settings.db_*_timeout_s: a checkout of a hung server costs the ping deadline plus one
+connect deadline, 0.25 + 1 s by default); SQLite gets foreign keys, WAL and a bounded busy
+wait. Either way an outage surfaces as DatabaseUnavailable (an OperationalError too), which the
+API answers with 503.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,14 +21,17 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
-from shared.db.deadline import install_deadlines
+from shared.db.deadline import install_connect_deadline, install_deadlines
 from shared.errors import DatabaseUnavailable
 from shared.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Waiting for a free pooled connection: past this the caller gets a TimeoutError (503).
+# Engines built from settings use settings.db_pool_timeout_s instead.
 POOL_TIMEOUT_S = 5.0
-DEFAULT_CONNECT_TIMEOUT_S = 10
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+# libpq's own connect_timeout: whole seconds, at least 2 (the client-side deadline answers first).
+LIBPQ_MIN_CONNECT_TIMEOUT_S = 2
 # A call still unanswered this long after the server's statement timeout: the server is gone.
 DEADLINE_MARGIN_S = 1.0
 
@@ -86,11 +92,11 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def postgres_connect_args(
-    *, connect_timeout_s: int, statement_timeout_s: float | None
+    *, connect_timeout_s: float, statement_timeout_s: float | None
 ) -> dict[str, Any]:
     """libpq parameters: bounded connect, bounded statements, dead peers noticed in seconds."""
     args: dict[str, Any] = {
-        "connect_timeout": connect_timeout_s,
+        "connect_timeout": max(LIBPQ_MIN_CONNECT_TIMEOUT_S, math.ceil(connect_timeout_s)),
         "keepalives": 1,
         "keepalives_idle": 5,
         "keepalives_interval": 2,
@@ -107,12 +113,15 @@ def postgres_connect_args(
 def engine_for_url(
     url: str,
     *,
-    connect_timeout_s: int = DEFAULT_CONNECT_TIMEOUT_S,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     statement_timeout_s: float | None = None,
+    ping_timeout_s: float | None = None,
+    pool_timeout_s: float = POOL_TIMEOUT_S,
 ) -> Engine:
     """An engine for `url`; SQLite files get their folder created and their pragmas set.
 
-    `statement_timeout_s` None (migrations) lets statements run as long as they need.
+    `statement_timeout_s` None (migrations) lets statements run as long as they need; the
+    pool's liveness ping gets `ping_timeout_s` (None: the connect timeout).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
@@ -120,18 +129,19 @@ def engine_for_url(
             connect_timeout_s=connect_timeout_s, statement_timeout_s=statement_timeout_s
         )
         engine = create_engine(
-            url, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_S, poolclass=_FailFastPool,
+            url, pool_pre_ping=True, pool_timeout=pool_timeout_s, poolclass=_FailFastPool,
             connect_args=connect_args,
         )  # fmt: skip
         event.listen(engine, "handle_error", _as_outage)
+        install_connect_deadline(engine, connect_s=connect_timeout_s)
         if statement_timeout_s is not None:  # the server's own timeout answers first
             install_deadlines(
                 engine, statement_s=statement_timeout_s + DEADLINE_MARGIN_S,
-                ping_s=float(connect_timeout_s),
+                ping_s=connect_timeout_s if ping_timeout_s is None else ping_timeout_s,
             )  # fmt: skip
         return engine
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_S)
+        return create_engine(url, pool_pre_ping=True, pool_timeout=pool_timeout_s)
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +159,8 @@ def make_engine(settings: Settings) -> Engine:
         settings.database_url,
         connect_timeout_s=settings.db_connect_timeout_s,
         statement_timeout_s=settings.db_statement_timeout_s,
+        ping_timeout_s=settings.db_ping_timeout_s,
+        pool_timeout_s=settings.db_pool_timeout_s,
     )
 
 

@@ -17,7 +17,6 @@ from shared.settings import Settings
 
 # Redis: sweep unacked messages of dead workers every ~5 s instead of ~100 s.
 UNACKED_RESTORE_INTERVAL_S = 5
-SOCKET_CONNECT_TIMEOUT_S = 1
 # Kombu's BRPOP waits 1 s; its half-open connection check runs every this many seconds.
 HEALTH_CHECK_INTERVAL_S = 10
 SOFT_SHUTDOWN_TIMEOUT_S = 45.0
@@ -26,8 +25,8 @@ SOFT_SHUTDOWN_TIMEOUT_S = 45.0
 # 1 s a message waited ~1 s and 200 leftover messages ~200 s; at 0.02 s a message is picked
 # up in ~0.02 s for ~1% of a core while idle (bench/bench_broker.py, docs/benchmarks.md).
 FILESYSTEM_POLLING_S = 0.02
-# Publishing gives up fast (one retry), so the API answers 503 instead of hanging on a dead
-# broker: at most about 2 x broker_socket_timeout_s against a hung one.
+# Celery's own publish retry, for publishes other than the stage messages (those go through
+# shared/queue/dispatch.py, which retries a refused publish once and a timed-out one never).
 PUBLISH_RETRY_POLICY = {
     "max_retries": 1,
     "interval_start": 0.0,
@@ -65,9 +64,14 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": settings.visibility_timeout_s,
             "unacked_restore_interval": UNACKED_RESTORE_INTERVAL_S,
             "unacked_restore_throttle": 1,
-            "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT_S,
+            "socket_connect_timeout": settings.broker_connect_timeout_s,
             # A hung Redis (accepting, never answering) fails a publish instead of hanging it.
             "socket_timeout": settings.broker_socket_timeout_s,
+            # A producer (the API's publish, /readyz) connects once, not in kombu's retry loop,
+            # which sleeps 2 s between tries: a refused broker answers at once, a hung one
+            # within the socket timeout. The worker's consumer reconnects in Celery's own loop
+            # (broker_connection_retry*, its retries passed explicitly), which this leaves alone.
+            "max_retries": 0,
             "socket_keepalive": True,
             "health_check_interval": HEALTH_CHECK_INTERVAL_S,
         }
@@ -81,7 +85,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.broker_url,
         "broker_transport_options": _transport_options(settings),
         "broker_connection_retry_on_startup": True,
-        "broker_connection_timeout": SOCKET_CONNECT_TIMEOUT_S,
+        "broker_connection_timeout": settings.broker_connect_timeout_s,
         "task_queues": [_queue(stage.value) for stage in STAGE_ORDER],
         "task_default_queue": STAGE_ORDER[0].value,
         "task_routes": {task_name(s.value): {"queue": s.value} for s in STAGE_ORDER},

@@ -7,6 +7,7 @@ message was sent (informational: the task claims the job from the database, whic
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from celery import Celery
@@ -14,9 +15,13 @@ from kombu.exceptions import KombuError
 
 from shared.db.states import Stage
 from shared.errors import QueueUnavailable
-from shared.queue.celery_app import PUBLISH_RETRY_POLICY, task_name
+from shared.queue.celery_app import task_name
 
-PING_TIMEOUT_S = 2.0
+# A publish the broker refused or reset is tried once more after this pause (a restarting
+# broker, a stale pooled connection); one that timed out is not: the broker is hung, and a
+# second try would double the wait (settings.broker_socket_timeout_s) before the 503.
+PUBLISH_TRIES = 2
+PUBLISH_RETRY_PAUSE_S = 0.1
 
 
 def _broker_errors() -> tuple[type[BaseException], ...]:
@@ -26,6 +31,16 @@ def _broker_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # the filesystem broker needs no redis client
         return (KombuError, OSError)
     return (KombuError, OSError, RedisError)
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether a broker error is a timeout (a hung broker), looking through kombu's wrapping."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError) or type(seen).__name__ == "TimeoutError":
+            return True  # the builtin (socket.timeout) or redis-py's TimeoutError
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def message_id(job_id: str, stage: Stage | str, attempt: int) -> str:
@@ -49,30 +64,35 @@ def enqueue_stage(
     """
     stage = Stage(stage)
     task_id = message_id(job_id, stage, attempt)
-    try:
-        celery.send_task(
-            task_name(stage.value),
-            kwargs={"job_id": job_id, "attempt": attempt},
-            queue=stage.value,
-            routing_key=stage.value,
-            task_id=task_id,
-            countdown=countdown,
-            retry=True,
-            retry_policy=PUBLISH_RETRY_POLICY,
-        )
-    except _broker_errors() as exc:
-        raise QueueUnavailable(
-            f"the broker did not take render.{stage} for job {job_id}: {exc}",
-            retry_after_s=retry_after_s,
-        ) from exc
-    return task_id
+    for tries_left in range(PUBLISH_TRIES - 1, -1, -1):
+        try:
+            celery.send_task(
+                task_name(stage.value),
+                kwargs={"job_id": job_id, "attempt": attempt},
+                queue=stage.value,
+                routing_key=stage.value,
+                task_id=task_id,
+                countdown=countdown,
+                retry=False,  # the retry is this loop's: none after a timeout
+            )
+            return task_id
+        except _broker_errors() as exc:
+            if tries_left and not timed_out(exc):
+                time.sleep(PUBLISH_RETRY_PAUSE_S)
+                continue
+            raise QueueUnavailable(
+                f"the broker did not take render.{stage} for job {job_id}: {exc}",
+                retry_after_s=retry_after_s,
+            ) from exc
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
 def check_broker(celery: Celery, *, retry_after_s: int = 30) -> None:
-    """Raise QueueUnavailable unless a connection to the broker can be made now."""
+    """Raise QueueUnavailable unless a connection to the broker can be made now (one try,
+    bounded by the broker's connect and socket timeouts)."""
     try:
         with celery.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, timeout=PING_TIMEOUT_S)
+            connection.ensure_connection(max_retries=0)
     except _broker_errors() as exc:
         raise QueueUnavailable(
             f"the broker is unreachable: {exc}", retry_after_s=retry_after_s

@@ -44,7 +44,8 @@ def test_generate_json_is_stored_then_enqueued(
     # What the client left out stays null; the worker fills it from the family's defaults.
     assert body["size"] is None and body["sampler"] is None and body["params_used"] is None
     assert body["steps"] == {"prior": None, "decoder": None, "upsampler": None}
-    assert body["native_size"] == "64x64" and body["resized"] is False
+    # No size: the served family's largest native size (models/shapes: 64 -> 256 cascade).
+    assert body["native_size"] == "256x256" and body["resized"] is False
     assert response.headers["location"] == f"/v1/jobs/{body['id']}"
     assert queue.sent == [(body["id"], Stage.prior, 0)]
     assert _job_count(api_settings) == 1

@@ -446,8 +446,9 @@ class Farm:
 
     def shorten_decoder(self, job_id: str) -> None:
         """What the next decoder attempt will read: 2 steps, so the test ends soon."""
-        with self.sessions.begin() as session:
-            session.get_one(Job, job_id).steps_decoder = 2
+        from bench.drills_lib.jobs import shorten_decoder
+
+        shorten_decoder(self.sessions, job_id)
 
 
 @pytest.fixture(scope="module")

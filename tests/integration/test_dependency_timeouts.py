@@ -1,6 +1,6 @@
 """Dependencies that fail fast: with PostgreSQL or Redis refused or hung (behind a TCP proxy of
 this test's own; the shared servers are never touched), the API answers 503 with Retry-After in
-its error shape within seconds, and /healthz keeps answering."""
+its error shape within a second or two, and /healthz keeps answering."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import socket
 import struct
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from api.app import create_app
+from shared.db import api_keys
+from shared.db.engine import make_engine, make_sessionmaker
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-# Far above the timeouts (connect 2 s, Redis socket 2 s, one publish retry), far below a hang.
-FAIL_FAST_S = 15.0
+# The target is 2 s: a hung database costs the ping deadline and a connect deadline (0.25 +
+# 1 s by default), a hung Redis one socket timeout (1 s). The rest is slack for a loaded machine.
+FAIL_FAST_S = 2.5
+KEY_SECRET = "test-fail-fast-key-secret-0123456789"
 
 
 class Proxy:
@@ -168,18 +174,40 @@ def test_database_down_or_hung_answers_503_fast(
         assert client.get("/v1/jobs").status_code == 200
 
 
+def _new_key(settings: Settings) -> str:
+    engine = make_engine(settings)
+    try:
+        with make_sessionmaker(engine)() as session:
+            created = api_keys.create_key(
+                session=session, server_secret=KEY_SECRET, name=f"ff-{uuid.uuid4().hex[:8]}"
+            )
+            session.commit()
+            return created.secret
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("mode", ["refuse", "hang"])
 def test_broker_down_or_hung_answers_503_fast(
     tmp_path: Path, postgres_url: str, redis_url: str, redis_proxy: Proxy, mode: str
 ) -> None:
     settings = Settings(data_dir=tmp_path, database_url=postgres_url,
+                        api_key_secret=SecretStr(KEY_SECRET),
                         broker_url=_through(redis_url, redis_proxy))  # fmt: skip
+    keyed = {"Authorization": f"Bearer {_new_key(settings)}"}
     with TestClient(create_app(settings)) as client:
         first = client.post("/v1/jobs", json=_job_body())  # a live connection to the broker
         assert first.status_code == 202, first.text
+        assert client.post("/v1/jobs", json=_job_body(), headers=keyed).status_code == 202
         redis_proxy.mode = mode
         response, took = _timed(lambda: client.post("/v1/jobs", json=_job_body()))
         _assert_503(response, "queue_unavailable")
         assert took < FAIL_FAST_S, f"POST /v1/jobs took {took:.1f} s with the broker {mode}"
+        # With a key, its rate-limit counter lives in the same Redis: one timeout, then 503.
+        response, took = _timed(lambda: client.post("/v1/jobs", json=_job_body(), headers=keyed))
+        _assert_503(response, "queue_unavailable")
+        assert took < FAIL_FAST_S, f"a keyed POST took {took:.1f} s with the broker {mode}"
+        ready, took = _timed(lambda: client.get("/readyz"))
+        assert ready.status_code == 503 and took < FAIL_FAST_S
         assert client.get("/healthz").status_code == 200
         assert client.get(f"/v1/jobs/{first.json()['id']}").status_code == 200

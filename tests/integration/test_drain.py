@@ -17,8 +17,11 @@ from shared.db.models import Job
 pytestmark = pytest.mark.integration
 
 DRAIN_TIMEOUT_S = 2.0
-# The last sampling step, the hand-back and Celery's own shutdown, after the drain timeout.
-EXIT_MARGIN_S = 30.0
+# The stage stops EXIT_RESERVE_S (worker/tasks/drain.py) before the drain timeout, so the
+# worker is gone about when it runs out; measured up to 0.9 s past it at load 12.
+EXIT_MARGIN_S = 1.0
+# How long the wait goes on before the test gives up (a worker that ignores SIGTERM).
+GIVE_UP_S = 60.0
 LONG = {"prior": 2, "decoder": 250, "upsampler": 2}
 
 
@@ -26,7 +29,7 @@ def _sigterm_and_wait(proc: Any) -> float:
     """SIGTERM the worker's main process (as `docker compose stop` does); seconds to exit."""
     started = time.monotonic()
     proc.process.send_signal(signal.SIGTERM)
-    proc.process.wait(timeout=DRAIN_TIMEOUT_S + 2 * EXIT_MARGIN_S)
+    proc.process.wait(timeout=GIVE_UP_S)
     return time.monotonic() - started
 
 
@@ -36,7 +39,9 @@ def test_sigterm_mid_decoder_hands_the_job_back_and_exits(farm: Any) -> None:
     victim = farm.running_decoder(job_id)
     farm.shorten_decoder(job_id)  # what the next decoder attempt reads
     took = _sigterm_and_wait(draining)
-    assert took < DRAIN_TIMEOUT_S + EXIT_MARGIN_S, f"the worker took {took:.1f} s to exit"
+    assert took <= DRAIN_TIMEOUT_S + EXIT_MARGIN_S, (
+        f"the worker took {took:.2f} s to exit (drain timeout {DRAIN_TIMEOUT_S:g} s)"
+    )
     assert draining.process.returncode == 0, draining.log()[-3000:]
     assert "handed back" in draining.log()
     rows = farm.attempts(job_id)

@@ -14,9 +14,10 @@ SHIPPED = Path(__file__).resolve().parents[2] / "models" / "shapes"
 
 
 @pytest.mark.skipif(not (SHIPPED / "family.json").is_file(), reason="no shipped family")
-def test_shipped_family_makes_64px_with_guidance_4_and_5() -> None:
+def test_shipped_family_makes_64_and_256px_with_guidance_4_and_5() -> None:
     info = read_family_info(SHIPPED)
-    assert info.name == "shapes-tiny" and info.native_size == "64x64"
+    assert info.name == "shapes-tiny" and info.native_sizes == ("64x64", "256x256")
+    assert info.native_size_for(None) == "256x256" and info.native_size_for("64x64") == "64x64"
     assert (info.defaults.prior_guidance, info.defaults.decoder_guidance) == (4.0, 5.0)
     assert info.defaults.steps.model_dump() == {"prior": 10, "decoder": 10, "upsampler": 4}
 
@@ -55,3 +56,19 @@ def test_bad_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="bad defaults"):
         read_family_info(tmp_path)
     assert family_info(tmp_path / "nowhere") is None
+
+
+def test_native_sizes_pick_the_size_a_request_runs_at(tmp_path: Path) -> None:
+    meta = {"native_size": "256x256", "native_sizes": ["256x256", "64x64"]}
+    (tmp_path / "family.json").write_text(json.dumps(meta))
+    info = read_family_info(tmp_path)
+    assert info.native_sizes == ("64x64", "256x256") and info.native_size == "256x256"
+    picks = {s: info.native_size_for(s) for s in (None, "64x64", "128x128", "256x256",
+                                                   "512x512", "1024x1024")}
+    assert picks == {None: "256x256", "64x64": "64x64", "128x128": "256x256",
+                     "256x256": "256x256", "512x512": "256x256", "1024x1024": "256x256"}
+    (tmp_path / "family.json").write_text(json.dumps({"native_size": "64x64"}))  # one size
+    assert read_family_info(tmp_path).native_size_for("1024x1024") == "64x64"
+    (tmp_path / "family.json").write_text(json.dumps({"native_sizes": []}))
+    with pytest.raises(ConfigurationError, match="native_sizes must be a non-empty list"):
+        read_family_info(tmp_path)

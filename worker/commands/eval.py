@@ -18,6 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device")
     parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16", "float16"),
+        help="the networks' dtype (default float32)",
+    )
+    parser.add_argument(
         "--batch-size", type=int, default=16, help="requests rendered together (default 16)"
     )
     parser.add_argument(
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     options = EvalOptions(
         limit=args.limit,
         device=args.device,
+        dtype=args.dtype,
         batch_size=args.batch_size,
         ddpm_steps=args.ddpm_steps,
         steps_prompts=args.steps_prompts,

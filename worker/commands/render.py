@@ -27,7 +27,7 @@ def _steps(text: str) -> StageSteps:
 
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"-n must be a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return int(text)
 
 
@@ -55,6 +55,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", choices=SAMPLERS, default=None, help="sampler")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="device")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="weights dtype")
+    parser.add_argument(
+        "--reproducible", action="store_true", default=None,
+        help="batch-invariant mode: an image's bytes do not depend on -n (image 0 of -n 2 is "
+        "the -n 1 image), at a cost in speed (default: UNCLIP_REPRODUCIBLE, else full speed)",
+    )
+    parser.add_argument(
+        "--size", type=_positive, default=None, metavar="SIDE",
+        help="wanted side in px: the upsampler chain runs to the family's smallest native size "
+        ">= SIDE, or its largest (no resize here); default: the largest, as the API's default",
+    )
 
 
 def _output_paths(output: Path, n: int) -> list[Path]:
@@ -97,6 +107,8 @@ def _render(args: argparse.Namespace) -> int:
         decoder_guidance=defaults.decoder_guidance,
         image=image,
         mask=mask,
+        size=args.size or max(family.native_sides),
+        reproducible=args.reproducible,
     )
     st = spec.steps
     print(

@@ -54,7 +54,16 @@ def celery_argv(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the worker until it has shut down, then leave at once (worker/tasks/lifecycle.py:
+    a drained worker exits within its drain timeout, not after the interpreter's teardown)."""
     from worker.tasks.app import get_app
+    from worker.tasks.lifecycle import exit_now
 
-    get_app().worker_main(celery_argv(args))
-    return 0
+    try:
+        # What worker_main does, keeping the worker's exit code (worker_main drops it).
+        returned = get_app().start(argv=celery_argv(args))
+    except SystemExit as stop:
+        returned = stop.code
+    code = returned if isinstance(returned, int) else (0 if returned is None else 1)
+    exit_now(code)
+    return code  # not reached: exit_now ends the process

@@ -8,7 +8,19 @@ from typing import Literal
 
 import numpy as np
 
-from worker.shapes.captions import CaptionFacts, ObjectFacts, write_caption
+from worker.shapes.captions import (
+    HELDOUT_TEMPLATES,
+    CaptionFacts,
+    ObjectFacts,
+    Phrasing,
+    Template,
+    all_templates,
+    draw_phrasing,
+    fits,
+    phrase,
+    training_templates,
+    write_caption,
+)
 from worker.shapes.scenes import HELDOUT_PAIR_LIST, SEEN_PAIRS
 from worker.shapes.splits import HELDOUT_COMBINATIONS, is_heldout
 from worker.shapes.vocabulary import BACKGROUNDS, POSITIONS, RELATIONS, SIZES, visible_on
@@ -16,6 +28,7 @@ from worker.shapes.vocabulary import BACKGROUNDS, POSITIONS, RELATIONS, SIZES, v
 Group = Literal["single", "two"]
 SplitName = Literal["seen", "heldout"]
 PROMPT_SEED = 20260401  # fixed: the prompt set must not change between runs
+TEMPLATE_SEED = 20260403  # the phrasings of the template section, fixed likewise
 COUNTS: dict[tuple[Group, SplitName], int] = {
     ("single", "seen"): 120,
     ("single", "heldout"): 40,
@@ -109,3 +122,54 @@ def prompt_set(limit: int | None = None, *, seed: int = PROMPT_SEED) -> list[Eva
         for i, (group, split, facts) in enumerate(flat)
     ]
     return prompts if limit is None else prompts[:limit]
+
+
+@dataclass(frozen=True)
+class TemplatePair:
+    """One prompt's facts worded with a training template and with a held-out one.
+
+    Both share the synonyms, the prefix and the render seed (the source prompt's index), so
+    the two scores differ by the template alone.
+    """
+
+    seen: EvalPrompt
+    unseen: EvalPrompt
+
+
+def _held_out(n_objects: int) -> tuple[Template, ...]:
+    return tuple(t for t in all_templates(n_objects) if t in HELDOUT_TEMPLATES)
+
+
+def _reworded(prompt: EvalPrompt, phrasing: Phrasing, template: Template) -> EvalPrompt:
+    text = phrase(
+        prompt.facts, Phrasing(*template, phrasing.words, phrasing.tails_reversed, phrasing.prefix)
+    )
+    return EvalPrompt(prompt.index, text, prompt.facts, prompt.group, prompt.split)
+
+
+def template_pairs(
+    prompts: list[EvalPrompt], count: int, *, seed: int = TEMPLATE_SEED
+) -> list[TemplatePair]:
+    """The first `count` prompts (two thirds one-object), each in a seen and an unseen template.
+
+    Held-out templates are worker/shapes/captions.py's HELDOUT_TEMPLATES, never drawn for
+    training captions; each uses only words and forms that training captions use elsewhere.
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    singles = [p for p in prompts if p.group == "single"][: count - count // 3]
+    twos = [p for p in prompts if p.group == "two"][: count // 3]
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for prompt in sorted(singles + twos, key=lambda p: p.index):
+        n = len(prompt.facts.objects)
+        seen = [t for t in training_templates(n) if fits(t, prompt.facts)]
+        unseen = [t for t in _held_out(n) if fits(t, prompt.facts)]
+        phrasing = draw_phrasing(rng, prompt.facts, tuple(seen))
+        other = unseen[int(rng.integers(len(unseen)))]
+        pairs.append(
+            TemplatePair(
+                _reworded(prompt, phrasing, phrasing.template), _reworded(prompt, phrasing, other)
+            )
+        )
+    return pairs

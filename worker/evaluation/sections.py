@@ -11,12 +11,13 @@ import numpy as np
 import PIL.Image
 
 from worker.evaluation.cases import EditCase, VariationCase
-from worker.evaluation.prompts import EvalPrompt
+from worker.evaluation.prompts import EvalPrompt, TemplatePair
 from worker.evaluation.report import (
     PSNR_CAP,
     EditResult,
     GenerationResult,
     StepsRow,
+    TemplateResult,
     VariationResult,
 )
 from worker.evaluation.scoring import (
@@ -109,6 +110,18 @@ def run_generation(
         seconds_per_image=seconds,
     )
     return result, images
+
+
+def run_templates(
+    render: Render,
+    pairs: Sequence[TemplatePair],
+    settings: EvalSettings,
+    progress: Progress | None = None,
+) -> TemplateResult:
+    """Render each pair's seen-template and unseen-template prompt (same seed) and score both."""
+    seen, _ = run_generation(render, [p.seen for p in pairs], settings, progress)
+    unseen, _ = run_generation(render, [p.unseen for p in pairs], settings, progress)
+    return TemplateResult(seen.single_all, unseen.single_all, seen.two_all, unseen.two_all)
 
 
 def _mean(values: list[bool]) -> float | None:

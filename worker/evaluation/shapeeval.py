@@ -13,7 +13,7 @@ import torch
 
 from shared.console_progress import StepBar
 from worker.evaluation.cases import edit_cases, retrieval_captions, variation_cases
-from worker.evaluation.prompts import prompt_set
+from worker.evaluation.prompts import prompt_set, template_pairs
 from worker.evaluation.report import ShapeEvalReport, check_targets
 from worker.evaluation.retrieval import run_retrieval
 from worker.evaluation.samples import save_samples
@@ -23,13 +23,14 @@ from worker.evaluation.sections import (
     run_edits,
     run_generation,
     run_steps,
+    run_templates,
     run_variations,
 )
 from worker.unclip.family import FamilyDefaults, load_family
 from worker.unclip.render import render
 from worker.unclip.render_spec import StageSteps
 
-FULL_SIZES = {"variations": 40, "edits": 40, "retrieval": 100, "steps": 16}
+FULL_SIZES = {"variations": 40, "edits": 40, "retrieval": 100, "steps": 16, "templates": 60}
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class EvalOptions:
 
     limit: int | None = None
     device: str = "cpu"
+    dtype: str = "float32"  # the networks' dtype: float32, bfloat16 (CPU with AVX512-BF16) ...
     batch_size: int = 16
     ddpm_steps: int = 250
     steps_prompts: int | None = None  # prompts in the sampler-steps section (default 16)
@@ -55,6 +57,7 @@ def section_sizes(limit: int | None) -> dict[str, int]:
         "edits": min(FULL_SIZES["edits"], max(2, limit // 5)),
         "retrieval": min(FULL_SIZES["retrieval"], max(8, 2 * limit)),
         "steps": min(FULL_SIZES["steps"], max(2, limit // 10)),
+        "templates": min(FULL_SIZES["templates"], max(3, limit // 4)),
     }
 
 
@@ -97,6 +100,7 @@ def _settings_record(settings: EvalSettings, options: EvalOptions) -> dict[str, 
         "decoder_guidance": settings.decoder_guidance,
         "limit": options.limit,
         "ddpm_steps": options.ddpm_steps,
+        "dtype": options.dtype,
     }
 
 
@@ -108,7 +112,7 @@ def run_shapeeval(
     """Run every ShapeEval section on the family in `family_dir` and return the report."""
     start = time.perf_counter()
     device = _device(options.device)
-    family = load_family(family_dir, device, torch.float32)
+    family = load_family(family_dir, device, getattr(torch, options.dtype))
     settings = family_settings(family.defaults, options.batch_size)
     draw: Render = partial(render, family)
     prompts = prompt_set(options.limit)
@@ -117,13 +121,17 @@ def run_shapeeval(
         sizes["steps"] = options.steps_prompts
     single = [p for p in prompts if p.group == "single"][: sizes["steps"]]
     rows = step_rows(settings, options.ddpm_steps)
+    pairs = template_pairs(prompts, sizes["templates"])
     total = len(prompts) + sizes["variations"] + sizes["edits"] + len(single) * len(rows)
+    total += 2 * len(pairs)
     with StepBar(total, "ShapeEval") as bar:
         log(f"generation: {len(prompts)} prompts")
         generation, images = run_generation(draw, prompts, settings, bar.update)
         if options.samples_dir is not None:
             save_samples(options.samples_dir, prompts, images)
         size = images[0].shape[0]
+        log(f"templates: {len(pairs)} prompts, each in a seen and an unseen template")
+        templates = run_templates(draw, pairs, settings, bar.update)
         log(f"variations: {sizes['variations']}, edits: {sizes['edits']}")
         cases = variation_cases(sizes["variations"], size)
         variations = run_variations(draw, cases, settings, bar.update)
@@ -142,5 +150,6 @@ def run_shapeeval(
         retrieval=retrieval,
         steps=steps,
         wall_seconds=time.perf_counter() - start,
+        templates=templates,
     )
     return replace(report, targets=check_targets(report))

@@ -33,8 +33,10 @@ class SplitMetrics:
     benign: int = 0
     caught: int = 0
     false_positives: int = 0
-    missed: list[str] = field(default_factory=list)
-    wrongly_flagged: list[str] = field(default_factory=list)
+    # Left out of repr: a failed assertion prints the object, and for the test set that would
+    # list held-out prompts.
+    missed: list[str] = field(default_factory=list, repr=False)
+    wrongly_flagged: list[str] = field(default_factory=list, repr=False)
 
     @property
     def recall(self) -> float:

@@ -3,7 +3,8 @@
 The head (worker/moderation/semantic_head.py, trained on the tuning set) sees the MiniLM
 embedding of the normalised prompt, the lexical stage's per-category scores and the exemplar
 similarities below, so a term the lexical stage found ambiguous ("nude" in "a nude Venus in
-a museum") is judged in context here.
+a museum") is judged in context here. Its unsafe probability is averaged with a hashed
+character n-gram model's (stored in the head file), which still reads misspelt words.
 Exemplar similarity is always computed and recorded; it decides only where the policy ships no
 head (or the head was trained for another encoder).
 """
@@ -97,8 +98,12 @@ class SemanticChecker:
                 exemplar=[r[0] for r in rows],
                 benign=[r[1] for r in rows],
             )
+            texts = [normalise(p).text or p for p in prompts]
+            found = self.head.ngram_probabilities(texts)
+            ngram: list[float | None] = list(found) if found is not None else [None] * len(rows)
             return [
-                self._head_verdict(r, p, v, stage) for r, p, v in zip(rows, probs, lex, strict=True)
+                self._head_verdict(r, p, v, stage, n)
+                for r, p, v, n in zip(rows, probs, lex, ngram, strict=True)
             ]
         return [self._exemplar_verdict(r, v, stage) for r, v in zip(rows, lex, strict=True)]
 
@@ -124,10 +129,16 @@ class SemanticChecker:
         }
 
     def _head_verdict(
-        self, row: _Row, probs: dict[str, float], lexical: Verdict, stage: Stage
+        self,
+        row: _Row,
+        probs: dict[str, float],
+        lexical: Verdict,
+        stage: Stage,
+        ngram: float | None = None,
     ) -> Verdict:
         assert self.head is not None
-        top = self.head.flagged(probs)
+        top = self.head.flagged(probs, ngram)
+        extra = {} if ngram is None else {"ngram_probability": round(ngram, 6)}
         category = self.policy.categories.get(top) if top else None
         fired = category is not None and category.action is not Decision.ALLOW
         return Verdict(
@@ -143,6 +154,8 @@ class SemanticChecker:
                 **self._detail(row, lexical),
                 "head": self.head.version,
                 "unsafe_probability": round(sum(probs.values()), 6),
+                **extra,
+                "unsafe_score": round(self.head.unsafe_score(probs, ngram), 6),
             },
         )
 

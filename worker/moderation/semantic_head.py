@@ -2,9 +2,10 @@
 
 A small JSON file (no pickle: it is data, read with json) written by
 `unclip moderation-head` (worker/moderation/train_head.py) from the tuning set. It holds the
-layers (one layer: logistic regression; more: an MLP with ReLU between), the per-category
-probability thresholds chosen on the tuning set, and what it was trained on, so a verdict can
-name the head that made it.
+layers (one layer: logistic regression; more: an MLP with ReLU between), optionally a hashed
+character n-gram model (worker/moderation/ngram_model.py) whose unsafe probability is averaged
+with the network's, the per-category thresholds chosen on the tuning set, and what it was
+trained on, so a verdict can name the head that made it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from worker.moderation.ngram_model import NgramError, NgramModel, ngram_from_json
 
 HEAD_FORMAT = "unclip-moderation-head/2"
 BENIGN = "benign"
@@ -88,8 +91,11 @@ class ClassifierHead:
     score_categories: tuple[str, ...]
     blocks: tuple[str, ...]
     layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # (out, in) weight, (out,) bias
-    thresholds: Mapping[str, float]  # category -> unsafe probability at which it fires
+    thresholds: Mapping[str, float]  # category -> unsafe score at which it fires
     trained_on: Mapping[str, Any] = field(default_factory=dict)
+    # The n-gram model and its share of the unsafe score (0: the network alone decides).
+    ngram: NgramModel | None = None
+    ngram_weight: float = 0.0
 
     @cached_property
     def version(self) -> str:
@@ -131,20 +137,42 @@ class ClassifierHead:
             for row in probs
         ]
 
-    def flagged(self, probabilities: Mapping[str, float]) -> str | None:
+    def ngram_probabilities(self, texts: Sequence[str]) -> list[float] | None:
+        """The n-gram model's P(unsafe) of each normalised prompt, or None without one."""
+        return self.ngram.probabilities(texts) if self.ngram is not None else None
+
+    def unsafe_score(
+        self, probabilities: Mapping[str, float], ngram_probability: float | None = None
+    ) -> float:
+        """The network's total unsafe probability (1 - P(benign)), averaged with the n-gram
+        model's P(unsafe) at `ngram_weight` when the head has one."""
+        mass = sum(probabilities.values())
+        if self.ngram is None or ngram_probability is None:
+            return mass
+        return (1.0 - self.ngram_weight) * mass + self.ngram_weight * ngram_probability
+
+    def flagged(
+        self, probabilities: Mapping[str, float], ngram_probability: float | None = None
+    ) -> str | None:
         """The category a row is flagged for, or None.
 
-        The most likely unsafe category fires when the total unsafe probability (1 - P(benign))
-        reaches that category's threshold: a prompt torn between two harms still counts.
+        The network's most likely unsafe category fires when the unsafe score reaches that
+        category's threshold: a prompt torn between two harms still counts.
         """
         if not probabilities:
             return None
+        if self.ngram is not None and ngram_probability is None:
+            raise ValueError("this head has an n-gram model: pass its probability")
         top = max(probabilities, key=probabilities.__getitem__)
-        mass = sum(probabilities.values())
-        return top if mass >= self.thresholds.get(top, 1.1) else None
+        score = self.unsafe_score(probabilities, ngram_probability)
+        return top if score >= self.thresholds.get(top, 1.1) else None
 
     def to_json(self) -> dict[str, Any]:
         """The file's content."""
+        extra: dict[str, Any] = {}
+        if self.ngram is not None:
+            extra = {"ngram_weight": round(float(self.ngram_weight), 4),
+                     "ngram": self.ngram.to_json()}  # fmt: skip
         return {
             "format": HEAD_FORMAT,
             "encoder": self.encoder,
@@ -160,6 +188,7 @@ class ClassifierHead:
                 }
                 for weight, bias in self.layers
             ],
+            **extra,
         }
 
 
@@ -167,6 +196,7 @@ def save_head(head: ClassifierHead, path: str | Path) -> None:
     """Write the head as JSON (one line per weight row keeps diffs readable)."""
     data = head.to_json()
     layers = data.pop("layers")
+    ngram = data.pop("ngram", None)
     text = json.dumps(data, indent=1)[:-2]
     blocks = []
     for layer in layers:
@@ -175,7 +205,11 @@ def save_head(head: ClassifierHead, path: str | Path) -> None:
             f'  {{"bias": {json.dumps(layer["bias"])},\n   "weight": [\n    {rows}\n   ]}}'
         )
     body = ",\n".join(blocks)
-    Path(path).write_text(f'{text},\n "layers": [\n{body}\n ]\n}}\n', encoding="utf-8")
+    tail = ""
+    if ngram is not None:  # its weights on one line: thousands of buckets
+        weights = json.dumps(ngram.pop("weights"), separators=(",", ":"))
+        tail = f',\n "ngram": {json.dumps(ngram)[:-1]}, "weights": {weights}}}'
+    Path(path).write_text(f'{text},\n "layers": [\n{body}\n ]{tail}\n}}\n', encoding="utf-8")
 
 
 def _field(data: Mapping[str, Any], key: str, kind: type, path: Path) -> Any:
@@ -244,8 +278,17 @@ def load_head(path: str | Path) -> ClassifierHead:
             f"{path}: classes need {BENIGN!r} and a threshold each; missing "
             f"thresholds for {missing}"
         )
+    ngram, weight = None, 0.0
+    if "ngram" in data:
+        try:
+            ngram = ngram_from_json(_field(data, "ngram", dict, path))
+        except NgramError as exc:
+            raise HeadError(f"{path}: field 'ngram': {exc}") from exc
+        weight = data.get("ngram_weight")
+        if not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
+            raise HeadError(f"{path}: field 'ngram_weight' must be a number in 0..1")
     return ClassifierHead(
         encoder=str(_field(data, "encoder", str, path)), classes=classes,
         score_categories=categories, blocks=blocks, layers=layers, thresholds=thresholds,
-        trained_on=dict(data.get("trained_on") or {}),
+        trained_on=dict(data.get("trained_on") or {}), ngram=ngram, ngram_weight=float(weight),
     )  # fmt: skip

@@ -2,11 +2,15 @@
 
     unclip moderation-head [--policy policies/default.yaml]
         [--tuning tests/fixtures/moderation/tuning.jsonl] [--out policies/default.head.json]
-        [--model mlp|logistic] [--hidden 64] [--alpha 0.1] [--C 64] [--fp-budget 0.01]
+        [--model mlp|logistic] [--hidden 64] [--alpha 0.1] [--C 64] [--fp-budget 0.015]
+        [--ngram-weight 0.3] [--ngram-C 30] [--ngram-bits 18]
 
 Features: MiniLM embeddings of the normalised prompt, the lexical stage's per-category scores,
 and the policy's exemplar similarities (best per category, best benign, and their margin).
 The model is a one-hidden-layer MLP (scikit-learn, the default) or a logistic regression.
+Beside it, a logistic regression over hashed character n-grams of the normalised prompt
+(worker/moderation/ngram_model.py; `--ngram-weight 0` leaves it out): its P(unsafe) is averaged
+with the network's unsafe probability at that weight, and the thresholds apply to the average.
 The per-category probability thresholds are chosen on out-of-fold predictions (grouped
 k-fold, so variants of one prompt never sit on both sides), as the most unsafe prompts caught
 with at most `--fp-budget` of benign ones flagged. Also reported: leave-one-source-out
@@ -28,7 +32,9 @@ import torch
 
 from shared.moderation.gate import PROJECT_ROOT
 from shared.moderation.lexical import LexicalChecker
+from shared.moderation.normalise import normalise
 from shared.moderation.policy import Policy, load_policy
+from worker.moderation.ngram_model import CHAR_RANGE, WORD_RANGE, NgramModel, hashed
 from worker.moderation.prompt_eval import LabelledPrompt, load_labelled
 from worker.moderation.semantic import SemanticChecker
 from worker.moderation.semantic_head import BENIGN, ClassifierHead, feature_matrix, save_head
@@ -63,6 +69,36 @@ def design_matrix(
         [row[1] for row in scored],
     )
     return x.numpy()
+
+
+def ngram_matrix(rows: Sequence[LabelledPrompt], bits: int) -> Any:
+    """(N, 2**bits) sparse n-gram features, as NgramModel computes them at check time."""
+    from scipy.sparse import csr_matrix
+
+    r, c, v = [], [], []
+    for i, row in enumerate(rows):
+        for bucket, value in hashed(normalise(row.prompt).text or row.prompt, bits).items():
+            r.append(i)
+            c.append(bucket)
+            v.append(value)
+    return csr_matrix((v, (r, c)), shape=(len(rows), 1 << bits), dtype=np.float64)
+
+
+def _fit_ngram(x: Any, unsafe: np.ndarray, options: argparse.Namespace) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=options.ngram_c, max_iter=3000).fit(x, unsafe)
+
+
+def ngram_out_of_fold(
+    x: Any, unsafe: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    options: argparse.Namespace,
+) -> np.ndarray:  # fmt: skip
+    """(N,) P(unsafe) of the n-gram model, each row predicted by a model that never saw it."""
+    out = np.zeros(len(unsafe))
+    for train, held in splits:
+        out[held] = _fit_ngram(x[train], unsafe[train], options).predict_proba(x[held])[:, 1]
+    return out
 
 
 def _fit(x: np.ndarray, y: np.ndarray, options: argparse.Namespace) -> Any:
@@ -127,10 +163,23 @@ def source_folds(rows: Sequence[LabelledPrompt]) -> list[tuple[str, np.ndarray, 
     return folds
 
 
-def _flags(probs: np.ndarray, classes: Sequence[str], thresholds: dict[str, float]) -> np.ndarray:
-    """What ClassifierHead.flagged decides, for many rows at once."""
+def combined(probs: np.ndarray, classes: Sequence[str], ngram: np.ndarray | None,
+             weight: float) -> np.ndarray:  # fmt: skip
+    """ClassifierHead.unsafe_score for many rows: (1 - P(benign)) averaged with the n-gram's."""
+    mass = 1.0 - probs[:, list(classes).index(BENIGN)]
+    return mass if ngram is None else (1.0 - weight) * mass + weight * ngram
+
+
+def _flags(
+    probs: np.ndarray,
+    classes: Sequence[str],
+    thresholds: dict[str, float],
+    score: np.ndarray | None = None,
+) -> np.ndarray:
+    """What ClassifierHead.flagged decides, for many rows at once (`score`: the unsafe score,
+    by default the network's unsafe probability)."""
     benign = list(classes).index(BENIGN)
-    unsafe_mass = 1.0 - probs[:, benign]
+    unsafe_mass = 1.0 - probs[:, benign] if score is None else score
     masked = probs.copy()
     masked[:, benign] = -1.0
     top = np.array(classes)[masked.argmax(axis=1)]
@@ -139,7 +188,12 @@ def _flags(probs: np.ndarray, classes: Sequence[str], thresholds: dict[str, floa
 
 
 def choose_thresholds(
-    probs: np.ndarray, classes: Sequence[str], unsafe: np.ndarray, fp_budget: float, passes: int = 3
+    probs: np.ndarray,
+    classes: Sequence[str],
+    unsafe: np.ndarray,
+    fp_budget: float,
+    passes: int = 3,
+    score: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Per-category thresholds: most unsafe rows flagged with benign flagged <= fp_budget.
 
@@ -149,21 +203,21 @@ def choose_thresholds(
     cats = [str(c) for c in classes if c != BENIGN]
     limit = int(np.floor(fp_budget * (~unsafe).sum()))
 
-    def score(th: dict[str, float]) -> tuple[int, int]:
-        hits = _flags(probs, classes, th)
+    def tally(th: dict[str, float]) -> tuple[int, int]:
+        hits = _flags(probs, classes, th, score)
         return int((hits & unsafe).sum()), int((hits & ~unsafe).sum())
 
     common = next(
-        (float(t) for t in GRID if score(dict.fromkeys(cats, float(t)))[1] <= limit),
+        (float(t) for t in GRID if tally(dict.fromkeys(cats, float(t)))[1] <= limit),
         float(GRID[-1]),
     )
     chosen = dict.fromkeys(cats, common)
     for _ in range(passes):
         for cat in cats:
-            best = (*score(chosen), chosen[cat])
+            best = (*tally(chosen), chosen[cat])
             best = (best[0], -best[1], best[2])
             for t in GRID:
-                caught, fps = score({**chosen, cat: float(t)})
+                caught, fps = tally({**chosen, cat: float(t)})
                 if fps <= limit and (caught, -fps, float(t)) > best:
                     best = (caught, -fps, float(t))
             chosen[cat] = best[2]
@@ -202,21 +256,56 @@ def train_head(
     y = np.array([r.category if r.label == "unsafe" and r.category else BENIGN for r in rows])
     unsafe = np.array([r.label == "unsafe" for r in rows])
     classes = [str(c) for c in np.unique(y)]
-    probs = out_of_fold(x, y, grouped_folds(x, y, [r.group for r in rows]), options)
-    thresholds = choose_thresholds(probs, classes, unsafe, options.fp_budget)
-    report: dict[str, Any] = {"grouped_5_fold": _rates(_flags(probs, classes, thresholds), unsafe)}
+    weight = options.ngram_weight
+    grams = ngram_matrix(rows, options.ngram_bits) if weight > 0 else None
+    folds = grouped_folds(x, y, [r.group for r in rows])
+    probs = out_of_fold(x, y, folds, options)
+    oof_ngram = ngram_out_of_fold(grams, unsafe, folds, options) if grams is not None else None
+    score = combined(probs, classes, oof_ngram, weight)
+    thresholds = choose_thresholds(probs, classes, unsafe, options.fp_budget, score=score)
+    report: dict[str, Any] = {
+        "grouped_5_fold": _rates(_flags(probs, classes, thresholds, score), unsafe)
+    }
     by_source = source_folds(rows)
     if len(by_source) > 1:
-        held_probs = out_of_fold(x, y, [(tr, te) for _, tr, te in by_source], options)
-        hits = _flags(held_probs, classes, thresholds)
+        splits = [(tr, te) for _, tr, te in by_source]
+        held_probs = out_of_fold(x, y, splits, options)
+        held_ngram = (
+            ngram_out_of_fold(grams, unsafe, splits, options) if grams is not None else None
+        )
+        held_score = combined(held_probs, classes, held_ngram, weight)
+        # Thresholds chosen on these out-of-source predictions themselves: how well the
+        # scores rank a source written apart, at the same budget.
+        held_thresholds = choose_thresholds(
+            held_probs, classes, unsafe, options.fp_budget, score=held_score
+        )
+        hits = _flags(held_probs, classes, thresholds, held_score)
         report["leave_one_source_out"] = {
             name: _rates(hits[held], unsafe[held]) for name, _, held in by_source
         }
+        report["leave_one_source_out_pooled"] = _rates(hits, unsafe)
+        report["leave_one_source_out_own_thresholds"] = _rates(
+            _flags(held_probs, classes, held_thresholds, held_score), unsafe
+        )
     model = _fit(x, y, options)
+    ngram = None
+    if grams is not None:
+        fitted = _fit_ngram(grams, unsafe, options)
+        coef = fitted.coef_[0]
+        kept = np.flatnonzero(np.abs(coef) >= 1e-4)
+        ngram = NgramModel(
+            bits=options.ngram_bits,
+            weights={int(k): float(coef[k]) for k in kept},
+            bias=float(fitted.intercept_[0]),
+        )
     digest = hashlib.sha256(
         "\n".join(f"{r.label}\t{r.category}\t{r.prompt}" for r in rows).encode()
     ).hexdigest()
     settings: dict[str, Any] = {"model": options.model, "fp_budget": options.fp_budget}
+    if ngram is not None:
+        ranges = {"char": list(CHAR_RANGE), "word": list(WORD_RANGE)}
+        settings |= {"ngram_C": options.ngram_c, "ngram_bits": options.ngram_bits,
+                     "ngram_ranges": ranges}  # fmt: skip
     if options.model == "logistic":
         settings["C"] = options.c
     else:
@@ -224,7 +313,7 @@ def train_head(
     head = ClassifierHead(
         encoder=encoder.name, classes=tuple(str(k) for k in model.classes_),
         score_categories=tuple(policy.categories), blocks=BLOCKS, layers=_layers(model),
-        thresholds=thresholds,
+        thresholds=thresholds, ngram=ngram, ngram_weight=weight if ngram is not None else 0.0,
         trained_on={"source": source, "rows": len(rows), "sha256": digest,
                     "policy_version": policy.version, **settings,
                     "command": "unclip moderation-head", "out_of_fold": report},
@@ -253,9 +342,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--C", dest="c", type=float, default=64.0, help="logistic: inverse L2 strength"
     )
     parser.add_argument(
+        "--ngram-weight",
+        type=float,
+        # Chosen on grouped 5-fold recall (2825 tuning prompts): the MLP alone 67.4% at 1%
+        # false positives / 77.0% at 2%; with the n-gram model at 0.3, 76.8% / 81.8%; at 0.5,
+        # 74.5% / 80.5%.
+        default=0.3,
+        help="share of the n-gram model's P(unsafe) in the unsafe score (0: no n-gram model)",
+    )
+    parser.add_argument(
+        "--ngram-C", dest="ngram_c", type=float, default=30.0, help="n-gram: inverse L2 strength"
+    )
+    parser.add_argument("--ngram-bits", type=int, default=18, help="n-gram: 2**bits hash buckets")
+    parser.add_argument(
         "--fp-budget",
         type=float,
-        default=0.01,
+        # 1.5%: below the issue's 2% target, leaving room for the thresholds' optimism (they
+        # are chosen on the same out-of-fold predictions they are scored on).
+        default=0.015,
         help="largest share of tuning benign prompts the thresholds may flag",
     )
 
@@ -278,6 +382,12 @@ def run(args: argparse.Namespace) -> int:
         f"  grouped 5-fold on the tuning set: recall {folds['recall']:.1%}, "
         f"false positives {folds['false_positive_rate']:.1%}"
     )
+    for key in ("leave_one_source_out_pooled", "leave_one_source_out_own_thresholds"):
+        if key in report:
+            print(
+                f"  {key.replace('_', ' ')}: recall {report[key]['recall']:.1%}, "
+                f"false positives {report[key]['false_positive_rate']:.1%}"
+            )
     for name, rates in report.get("leave_one_source_out", {}).items():
         print(
             f"  held-out source {name}: recall {rates['recall']:.1%}, "

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from worker.shapes.captions import caption_scene
+from worker.shapes.captions import Caption, draw_caption
 from worker.shapes.rendering import render_batch
 from worker.shapes.scenes import Scene, sample_scene
 from worker.shapes.splits import check_split
@@ -23,6 +23,7 @@ class SceneBatch:
     captions: list[str]
     scenes: list[Scene]
     renders: dict[int, np.ndarray]
+    described: list[Caption] = field(default_factory=list)  # each caption's facts and phrasing
 
 
 def sample_scenes(
@@ -53,6 +54,7 @@ def make_batch(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     split = check_split(split)
     scenes = sample_scenes(rng, batch_size, split=split, two_object_fraction=two_object_fraction)
-    captions = [caption_scene(scene, rng) for scene in scenes]
+    described = [draw_caption(scene, rng) for scene in scenes]
     renders = {s: render_batch(scenes, s) for s in dict.fromkeys([size, *sizes])}
-    return SceneBatch(images=renders[size], captions=captions, scenes=scenes, renders=renders)
+    return SceneBatch(images=renders[size], captions=[c.text for c in described], scenes=scenes,
+                      renders=renders, described=described)

@@ -49,6 +49,7 @@ from worker.tasks.failures import backoff_s, classify
 from worker.tasks.family_cache import get_family
 from worker.tasks.health import WorkerUnhealthy, health
 from worker.tasks.heartbeat import Heartbeat
+from worker.tasks.outbox_marks import PublishedMarks
 from worker.tasks.progress import ClaimLost, Drained, JobCancelled, ProgressWriter
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class Resources:
     sessions: sessionmaker[Session]
     storage: Storage
     pid: int = field(default_factory=os.getpid)
+    # Published outbox messages, marked in this process's next transaction.
+    marks: PublishedMarks = field(default_factory=PublishedMarks)
 
 
 class RenderTask(Task):  # type: ignore[misc]
@@ -121,32 +124,46 @@ class RenderTask(Task):  # type: ignore[misc]
     def render(self, job: Job, claim: Claim, progress: ProgressWriter) -> StageOutput:
         raise NotImplementedError
 
+    def on_claimed(self, session: Session, job: Job) -> None:
+        """In the claim's transaction, with the claimed row: what a stage records before it
+        runs (nothing by default). Must not raise for a bad row: render reports those."""
+
     # ---- the skeleton around it ------------------------------------------------------------
     def run(self, job_id: str, attempt: int = 0, **_: Any) -> Outcome:
         """Run this stage for `job_id` (`attempt` is informational: the database decides)."""
         res = self.resources()
         if not self._ready(res, job_id):
             return "handed_back"
-        claim = self._claim_or_retry(res, job_id)
-        if claim is None:
+        claimed = self._claim_or_retry(res, job_id)
+        if claimed is None:
             return "duplicate"
+        claim, job = claimed
         bind_job(attempt=claim.attempt)  # log lines of this run carry its claim's attempt
         # ---- dynamic batching (H-throughput): more waiting jobs, each run by _run_claimed ----
-        batch = gather_batch(self, res, claim)
+        batch = gather_batch(self, res, claim, job)
         if batch is not None:
-            return batch.run(lambda held: self._run_claimed(res, held))
+            return batch.run(
+                lambda held: self._run_claimed(res, held, job if held is claim else None)
+            )
         # ---- end of dynamic batching ----
-        return self._run_claimed(res, claim)
+        return self._run_claimed(res, claim, job)
 
-    def _run_claimed(self, res: Resources, claim: Claim) -> Outcome:
-        progress = ProgressWriter(res.sessions, claim, interval_s=res.settings.progress_interval_s,
-                                  cancel_check_s=res.settings.cancel_check_interval_s)
+    def _run_claimed(self, res: Resources, claim: Claim, job: Job | None = None) -> Outcome:
+        """The claimed stage, from render to hand-off; `job` is the row as the claim left it
+        (read again when not given)."""
+        progress = ProgressWriter(
+            res.sessions,
+            claim,
+            interval_s=res.settings.progress_interval_s,
+            cancel_check_s=res.settings.cancel_check_interval_s,
+        )
         try:
             with Heartbeat(res.sessions, claim, interval_s=res.settings.heartbeat_interval_s):
-                with res.sessions() as session:
-                    job = session.get_one(Job, claim.job_id)
+                if job is None:
+                    with res.sessions() as session:
+                        job = session.get_one(Job, claim.job_id)
                 output = self.render(job, claim, progress)
-            completed, following = self._complete(res, claim, output)
+            completed, following = self._complete(res, claim, output, progress)
         except JobCancelled as stop:  # a client's cancel, or moderation holding the job
             return self._cancelled(res, claim, stop)
         except ClaimLost as exc:
@@ -160,17 +177,19 @@ class RenderTask(Task):  # type: ignore[misc]
             return self._after_lost_completion(res, claim)
         health.record_success()
         if following is not None:
-            self._publish(res, following)
+            self._publish(res, following, soon=True)
         log.info("job %s: %s done (attempt %d)", claim.job_id, self.stage, claim.attempt)
         return "done"
 
     def _complete(
-        self, res: Resources, claim: Claim, output: StageOutput
+        self, res: Resources, claim: Claim, output: StageOutput, progress: ProgressWriter
     ) -> tuple[bool, PendingMessage | None]:
-        """Advance the job and record the next stage's message, in one transaction."""
+        """Write the last step's progress, advance the job and record the next stage's message,
+        in one transaction."""
         following = next_stage(claim.stage)
         with res.sessions.begin() as session:
-            completed = complete_stage(
+            res.marks.mark_in(session)
+            completed = progress.finish(session) and complete_stage(
                 session, claim, output_key=output.output_key, images=output.images,
                 publish=output.publish,
             )  # fmt: skip
@@ -184,16 +203,23 @@ class RenderTask(Task):  # type: ignore[misc]
             )  # fmt: skip
         return True, message
 
-    def _publish(self, res: Resources, message: PendingMessage, countdown: float = 0.0) -> None:
-        """Publish a committed outbox message and mark it; on failure the sweeper publishes it."""
+    def _publish(
+        self, res: Resources, message: PendingMessage, countdown: float = 0.0, *, soon: bool = False
+    ) -> None:
+        """Publish a committed outbox message and mark it published; on failure the sweeper
+        publishes it. `soon` (a next stage's message, the hot path): the mark rides on this
+        process's next transaction instead of one of its own (worker/tasks/outbox_marks.py)."""
         try:
             if countdown > 0:
                 enqueue_stage(self.app, message.job_id, message.stage, message.attempt,
                               countdown=countdown)  # fmt: skip
             else:
                 enqueue_stage(self.app, message.job_id, message.stage, message.attempt)
-            with res.sessions.begin() as session:
-                mark_published(session, message.id)
+            if soon:
+                res.marks.add(res.sessions, message.id)
+            else:
+                with res.sessions.begin() as session:
+                    mark_published(session, message.id)
         except Exception:
             log.exception("job %s: could not publish %s; it stays in the outbox, where the "
                           "sweeper publishes it", message.job_id, message.stage)  # fmt: skip
@@ -240,7 +266,7 @@ class RenderTask(Task):  # type: ignore[misc]
         return "handed_back"
 
     # ---- the claim -------------------------------------------------------------------------
-    def _claim_or_retry(self, res: Resources, job_id: str) -> Claim | None:
+    def _claim_or_retry(self, res: Resources, job_id: str) -> tuple[Claim, Job] | None:
         """Claim; when the database cannot be reached, come back later instead of dropping."""
         try:
             return self._claim(res, job_id)
@@ -255,8 +281,10 @@ class RenderTask(Task):  # type: ignore[misc]
             raise self.retry(kwargs={"job_id": job_id}, countdown=countdown, max_retries=None,
                              exc=exc) from exc  # fmt: skip
 
-    def _claim(self, res: Resources, job_id: str) -> Claim | None:
+    def _claim(self, res: Resources, job_id: str) -> tuple[Claim, Job] | None:
+        """The claim and the job's row as it left it, read in the claim's transaction."""
         with res.sessions.begin() as session:
+            res.marks.mark_in(session)
             claim = claim_stage(
                 session,
                 job_id=job_id,
@@ -265,7 +293,10 @@ class RenderTask(Task):  # type: ignore[misc]
                 stale_after_s=res.settings.heartbeat_stale_s,
                 max_attempts=res.settings.max_attempts,
             )
-        if claim is None:
+            job = None if claim is None else session.get_one(Job, job_id)
+            if job is not None:
+                self.on_claimed(session, job)
+        if claim is None or job is None:
             # Another live worker holds the stage, or the job moved on. A holder that dies is
             # released by its worker at once, or by the sweeper once its heartbeat is stale.
             log.info(
@@ -274,7 +305,8 @@ class RenderTask(Task):  # type: ignore[misc]
                 job_id,
                 self.stage,
             )
-        return claim
+            return None
+        return claim, job
 
     # ---- endings other than done -----------------------------------------------------------
     def _cancelled(self, res: Resources, claim: Claim, stop: Exception | None = None) -> Outcome:

@@ -25,9 +25,10 @@ Per-job endings inside the shared call:
   the others' steps again). If every job is dropped the call stops at once.
 - A library call that fails is re-run one job at a time, so a failing job fails alone
   (out-of-memory included). A soft time limit or a drain stops every job of the batch.
-On the CPU the library makes a row's numbers independent of its batch (worker/unclip/seeds.py
-row_stable), so a batched job gives the very images it gives alone; elsewhere they agree within
-float tolerance (tests/worker/tasks/test_batching.py).
+With settings.reproducible on a CPU worker the library makes a row's numbers independent of
+its batch (worker/unclip/batch_invariance.py), so a batched job gives the very images it gives
+alone; otherwise (the default, full speed) they agree within float tolerance
+(tests/worker/tasks/test_batching.py).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from shared.db.states import Stage
 from shared.logging import bind_job
 from worker.tasks import drain
 from worker.tasks.job_spec import params_used
-from worker.tasks.progress import Drained
+from worker.tasks.progress import Drained, one_transaction
 from worker.tasks.telemetry import record_stage_run
 from worker.unclip.decoder_stage import run_decoder
 from worker.unclip.prior_stage import run_prior
@@ -204,14 +205,20 @@ def _run_shared(call: StageCall, family: Family, entries: list[_Entry]) -> None:
     """One library call over `entries`, each ending with its own output or error."""
 
     def fan_out(step: StepProgress) -> None:
-        for entry in entries:
-            if entry.error is None:
-                try:
-                    entry.progress(step)
-                except Drained:
-                    raise  # the worker is shutting down: every job is handed back
-                except Exception as exc:  # cancelled, claim lost, progress not written
-                    entry.error = exc
+        try:
+            with one_transaction():  # the jobs' progress writes and cancel checks, together
+                for entry in entries:
+                    if entry.error is None:
+                        try:
+                            entry.progress(step)
+                        except Drained:
+                            raise  # the worker is shutting down: every job is handed back
+                        except Exception as exc:  # cancelled, claim lost, progress not written
+                            entry.error = exc
+        except Drained:
+            raise
+        except Exception as exc:  # the step's transaction did not commit: no job's progress did
+            _give_all(entries, exc)
         if all(entry.error is not None for entry in entries):
             raise _AllDropped
 
@@ -291,15 +298,15 @@ def compat_key(job: Job, family: Family, stage: Stage) -> CompatKey:
             used.size, unguided)  # fmt: skip
 
 
-def gather_batch(task: RenderTask, res: Resources, lead: Claim) -> Batch | None:
-    """The lead's batch: compatible waiting jobs claimed for it, None when there are none."""
+def gather_batch(task: RenderTask, res: Resources, lead: Claim, lead_job: Job) -> Batch | None:
+    """The lead's batch: compatible waiting jobs claimed for it, None when there are none.
+    `lead_job` is the lead's row as its claim left it."""
     want = res.settings.batch.max - 1
     if want < 1 or drain.draining():
         return None
     family = task.family()
     try:
-        with res.sessions() as session:
-            key = compat_key(session.get_one(Job, lead.job_id), family, lead.stage)
+        key = compat_key(lead_job, family, lead.stage)
     except Exception:  # the lead's own run reports what is wrong with its row
         return None
     deadline = time.monotonic() + res.settings.batch.wait_ms / 1000.0
@@ -343,6 +350,7 @@ def _claim_compatible(task: RenderTask, res: Resources, key: CompatKey, family: 
                 max_attempts=res.settings.max_attempts,
             )  # fmt: skip
             if claim is not None:
+                task.on_claimed(session, job)  # what the stage records at its claim
                 claims.append(claim)
     return claims
 

@@ -39,5 +39,6 @@ class DecoderTask(RenderTask):
         storage.put_bytes(
             key, encode_tensor(low_res, stage=self.stage), "application/x-safetensors"
         )
-        return StageOutput(output_key=key,
-                           on_complete=lambda session: write_stage_run(session, claim, run))
+        return StageOutput(
+            output_key=key, on_complete=lambda session: write_stage_run(session, claim, run)
+        )

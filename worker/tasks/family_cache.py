@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -24,7 +25,7 @@ class FamilyUnavailable(RuntimeError):
     """The worker's model family cannot be loaded (a deployment problem, not the request's)."""
 
 
-_cache: dict[tuple[str, str, str], Family] = {}
+_cache: dict[tuple[str, str, str, str], Family] = {}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,12 +39,39 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 math
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 is faster, not
+    emulated: oneDNN's own check, or the flags in /proc/cpuinfo where torch cannot tell."""
+    try:
+        if bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+            return True
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
 def resolve_dtype(device: torch.device, name: str) -> torch.dtype:
-    """Half precision only on a GPU; a CPU worker computes in float32 whatever is asked."""
-    if device.type == "cpu" and name != "float32":
-        log.warning("UNCLIP_DTYPE=%s on a CPU worker; using float32", name)
-        return torch.float32
-    return DTYPES[name]
+    """float32 anywhere; bfloat16 and float16 on a GPU; bfloat16 on a CPU with native bf16."""
+    if device.type != "cpu" or name == "float32":
+        return DTYPES[name]
+    if name == "bfloat16" and cpu_supports_bf16():
+        return torch.bfloat16
+    why = (
+        "float16 is GPU-only"
+        if name == "float16"
+        else f"this CPU has no native bf16 ({' / '.join(CPU_BF16_FLAGS)})"
+    )
+    raise FamilyUnavailable(
+        f"UNCLIP_DTYPE={name} on a CPU worker: {why}; use float32 here, or bfloat16 on a CPU "
+        "with AVX512-BF16 or AMX"
+    )
 
 
 def _load(settings: Settings, device: torch.device, dtype: torch.dtype) -> Family:
@@ -72,12 +100,14 @@ def get_family(settings: Settings) -> Family:
     """The family settings name, loaded on first use in this process and kept."""
     device = resolve_device(settings.device)
     dtype = resolve_dtype(device, settings.dtype)
-    key = (str(settings.family), str(device), str(dtype))
+    key = (str(settings.family), str(device), str(dtype), str(settings.reproducible))
     with _lock:
         if key not in _cache:
             log.info("loading model family %s on %s (%s)", settings.family, device, dtype)
             try:
-                _cache[key] = _load(settings, device, dtype)
+                family = _load(settings, device, dtype)
+                family.reproducible = settings.reproducible  # before any render sees it
+                _cache[key] = family
             except Exception as exc:
                 raise FamilyUnavailable(
                     f"cannot load the model family {settings.family} (UNCLIP_FAMILY): {exc}"

@@ -15,6 +15,7 @@ import PIL.Image
 import torch
 
 from shared.db.models import Job
+from shared.family_info import native_side_for, side_of
 from shared.job_params import (
     ParamsUsed,
     SamplingDefaults,
@@ -66,9 +67,12 @@ def params_used(job: Job, family: Family) -> ParamsUsed:
     with every None filled from `family`."""
     if job.params_used is not None:
         return ParamsUsed.model_validate(job.params_used)
-    side = family.final_size
+    params = params_from_row(job)
+    # The native size the request runs at, by the API's rule (shared/family_info.py).
+    requested = None if params.size is None else side_of(params.size)
+    side = native_side_for(family.native_sides, requested)
     return fill_params(
-        params_from_row(job),
+        params,
         family=family.name,
         native_size=f"{side}x{side}",
         defaults=sampling_defaults(family),
@@ -126,4 +130,5 @@ def build_spec(job: Job, storage: Storage, used: ParamsUsed) -> RenderSpec:
         decoder_guidance=used.decoder_guidance,
         image=image,
         mask=mask,
+        size=side_of(used.native_size),  # the chain runs to it; the upsampler task resizes
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import partial
 
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from shared.db.claims import Claim
 from shared.db.embeddings import replace_embeddings
@@ -40,14 +41,25 @@ class PriorTask(RenderTask):
     name = "render.prior"
     stage = Stage.prior
 
+    def on_claimed(self, session: Session, job: Job) -> None:
+        """What runs is recorded first, in the claim's transaction: the request's Nones filled
+        from the family's defaults (a later attempt keeps the first record)."""
+        try:
+            wanted = params_used(job, self.family())
+        except Exception:  # a row render() will fail, with why
+            return
+        used = record_params_used(session=session, job_id=job.id, used=wanted)
+        set_committed_value(job, "params_used", used.model_dump(mode="json"))
+
     def render(self, job: Job, claim: Claim, progress: ProgressWriter) -> StageOutput:
         res = self.resources()
         storage = res.storage
-        # What runs is recorded first: the request's Nones filled from the family's defaults.
-        with res.sessions.begin() as session:
-            used = record_params_used(
-                session=session, job_id=job.id, used=params_used(job, self.family())
-            )
+        if job.params_used is None:  # not recorded at the claim (a row params_used refused)
+            with res.sessions.begin() as session:
+                record_params_used(
+                    session=session, job_id=job.id, used=params_used(job, self.family())
+                )
+        used = params_used(job, self.family())  # the recorded parameters
         spec = build_spec(job, storage, used)
         # Moderation point 1: prompt (terms, meaning) and input-image checks before the prior;
         # a hold or block stops the stage here (ModerationStopped), a checker error holds.

@@ -22,9 +22,10 @@ from shared.db.claims import Claim
 from shared.db.models import Job
 from shared.manifest import FamilyRecord, StageRun, with_stage_run
 from worker.tasks.batching import last_batch_size
+from worker.unclip.batch_invariance import batch_invariant
 from worker.unclip.prior_stage import mix_part_seed
 from worker.unclip.render_spec import RenderSpec
-from worker.unclip.seeds import batch_invariant, derive_seed
+from worker.unclip.seeds import derive_seed
 
 if TYPE_CHECKING:
     from worker.unclip.family import Family
@@ -116,6 +117,7 @@ def stage_run(
     seeds, mix_seeds = stage_seeds(spec, stage, candidates)
     guidance = {"prior": spec.prior_guidance, "decoder": spec.decoder_guidance}.get(stage)
     size = last_batch_size()
+    reproducible = family.reproducible if spec.reproducible is None else spec.reproducible
     return StageRun(
         stage=stage,  # type: ignore[arg-type]  # one of the three stage names
         attempt=claim.attempt,
@@ -125,7 +127,8 @@ def stage_run(
         dtype=str(family.dtype).removeprefix("torch."),
         batch_jobs=size.jobs,
         batch_rows=max(size.rows, spec.n),
-        batch_invariant=batch_invariant(family.device),
+        batch_invariant=batch_invariant(family.device, reproducible),
+        reproducible=reproducible,
         steps=int(getattr(spec.steps, stage)),
         sampler=spec.sampler,
         guidance=guidance,

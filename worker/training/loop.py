@@ -27,6 +27,9 @@ from worker.training.checkpoint import (
 from worker.training.ema import EMA
 
 Precision = Literal["bf16", "fp32"]
+LrSchedule = Literal["constant", "cosine", "step"]
+LR_SCHEDULES: tuple[LrSchedule, ...] = ("constant", "cosine", "step")
+LR_STEP_MILESTONES = (0.5, 0.75)  # fractions of the budget where "step" multiplies by gamma
 
 
 class StageTask(Protocol):
@@ -67,6 +70,11 @@ class LoopOptions:
     log_every: int = 10
     progress: bool = True
     init_from: Path | None = None  # a model family to warm-start from (ignored on resume)
+    # Decay over the budget (steps or minutes, whichever runs out first), after warm-up:
+    # cosine from lr to lr * lr_min_ratio, or steps of lr_gamma at LR_STEP_MILESTONES.
+    lr_schedule: LrSchedule = "constant"
+    lr_min_ratio: float = 0.1
+    lr_gamma: float = 0.1
 
     def __post_init__(self) -> None:
         if self.minutes is None and self.steps is None:
@@ -78,6 +86,12 @@ class LoopOptions:
                              f"weights as the step-0 checkpoint), got {self.steps!r}")
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got "
+                             f"{self.lr_schedule!r}")
+        if not 0.0 <= self.lr_min_ratio <= 1.0 or not 0.0 < self.lr_gamma <= 1.0:
+            raise ValueError(f"lr_min_ratio must be in [0, 1] and lr_gamma in (0, 1], got "
+                             f"{self.lr_min_ratio!r} and {self.lr_gamma!r}")
 
 
 @dataclass
@@ -125,6 +139,29 @@ def _budget_done(step: int, elapsed: float, opts: LoopOptions) -> bool:
     if opts.steps is not None and step >= opts.steps:
         return True
     return opts.minutes is not None and elapsed >= opts.minutes * 60.0
+
+
+def budget_fraction(step: int, elapsed: float, opts: LoopOptions) -> float:
+    """How much of the budget is spent, in [0, 1]: the larger of the step and time shares."""
+    shares = [0.0]
+    if opts.steps:
+        shares.append(step / opts.steps)
+    if opts.minutes is not None:
+        shares.append(elapsed / (opts.minutes * 60.0))
+    return min(1.0, max(shares))
+
+
+def learning_rate(step: int, elapsed: float, opts: LoopOptions) -> float:
+    """The step's learning rate: linear warm-up, then opts.lr_schedule over the budget."""
+    warmup = min(1.0, (step + 1) / max(1, opts.warmup_steps))
+    done = budget_fraction(step, elapsed, opts)
+    if opts.lr_schedule == "cosine":
+        decay = opts.lr_min_ratio + (1 - opts.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * done))
+    elif opts.lr_schedule == "step":
+        decay = opts.lr_gamma ** sum(done >= m for m in LR_STEP_MILESTONES)
+    else:
+        decay = 1.0
+    return opts.lr * warmup * decay
 
 
 class _Run:
@@ -176,7 +213,7 @@ class _Run:
 
     def train_step(self) -> tuple[float, dict[str, float]]:
         opts = self.opts
-        lr = opts.lr * min(1.0, (self.step + 1) / max(1, opts.warmup_steps))
+        lr = learning_rate(self.step, self.elapsed, opts)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with _autocast(self.device, opts.precision):

@@ -15,6 +15,7 @@ from worker.training.checkpoint import checkpoint_path, load_checkpoint
 from worker.training.clip_probes import ClipWithProbes, clip_state, scene_targets
 from worker.training.data import SceneSource, clip_pixels
 from worker.training.family_configs import shapes_clip_config
+from worker.training.hard_negatives import negclip_loss, with_twins
 from worker.training.loop import LoopOptions, LoopResult, run_training
 from worker.training.warm_start import load_weights
 from worker.unclip.clip_encoder import ClipEncoder
@@ -32,12 +33,20 @@ class ClipTask:
 
     The loss is open_clip's contrastive loss plus `probe_weight` times the scene-probe loss
     (worker/training/clip_probes.py); probe_weight=0 trains with the contrastive loss alone.
+    With `hard_negatives`, each two-object scene adds a twin with swapped colours, swapped
+    shapes or a flipped relation to the batch (worker/training/hard_negatives.py, NegCLIP).
     """
 
     stage = "clip"
 
-    def __init__(self, config: ClipConfig, source: SceneSource, *,
-                 probe_weight: float = PROBE_WEIGHT) -> None:
+    def __init__(
+        self,
+        config: ClipConfig,
+        source: SceneSource,
+        *,
+        probe_weight: float = PROBE_WEIGHT,
+        hard_negatives: bool = False,
+    ) -> None:
         if probe_weight < 0:
             raise ValueError(f"probe_weight must be >= 0, got {probe_weight!r}")
         self.config = config.to_dict()
@@ -45,19 +54,32 @@ class ClipTask:
         self.model = ClipWithProbes(self.encoder.model, config.embed_dim)
         self.source = source
         self.probe_weight = probe_weight
+        self.hard_negatives = hard_negatives
         self.loss_fn = open_clip.ClipLoss()
 
     def loss(self, step: int, noise: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         batch = self.source.batch(step)
-        pixels = clip_pixels(self.encoder, batch.images)
-        tokens, _ = self.encoder.tokenize(batch.captions)
+        images, captions, scenes = batch.images, list(batch.captions), list(batch.scenes)
+        if self.hard_negatives:  # seeded by (seed, step) like the batch, so resumes repeat it
+            joined = with_twins(batch, np.random.default_rng([self.source.seed, step, 1]))
+            images, captions, scenes = joined.images, joined.texts, joined.scenes
+        pixels = clip_pixels(self.encoder, images)
+        tokens, _ = self.encoder.tokenize(captions)
         image_f, text_f, scale = self.encoder.model(pixels, tokens)
-        contrastive = self.loss_fn(image_f.float(), text_f.float(), scale.float())
-        metrics = {"logit_scale": float(scale.item()), "contrastive": float(contrastive.detach())}
+        if self.hard_negatives:
+            contrastive = negclip_loss(image_f.float(), text_f.float(), scale.float())
+        else:
+            contrastive = self.loss_fn(image_f.float(), text_f.float(), scale.float())
+        metrics = {
+            "logit_scale": float(scale.item()),
+            "contrastive": float(contrastive.detach()),
+            "hard_negatives": float(len(captions) - len(batch.captions)),
+        }
         if self.probe_weight == 0:
             return contrastive, metrics
         probe, probe_metrics = self.model.probes.loss(
-            image_f, scene_targets(batch.scenes, image_f.device))
+            image_f, scene_targets(scenes, image_f.device)
+        )
         metrics.update(probe=float(probe.detach()), **probe_metrics)
         return contrastive + self.probe_weight * probe, metrics
 
@@ -66,15 +88,21 @@ class ClipTask:
         load_weights(self.encoder.model, Path(family_dir) / "clip.safetensors")
 
     def extra_state(self) -> dict[str, Any]:
-        return {"probe_weight": self.probe_weight}
+        return {"probe_weight": self.probe_weight, "hard_negatives": self.hard_negatives}
 
     def load_extra_state(self, extra: dict[str, Any]) -> None:
-        return None
+        trained_with = bool(extra.get("hard_negatives", False))
+        if trained_with != self.hard_negatives:
+            raise ValueError(
+                f"this checkpoint was trained with hard_negatives={trained_with}; "
+                f"resume it the same way (--hard-negatives on `unclip train clip`)"
+            )
 
 
 @torch.no_grad()
-def retrieval_top1(encoder: ClipEncoder, *, batch_size: int = 256, seed: int = HELD_SEED,
-                   split: str = "train") -> dict[str, float]:
+def retrieval_top1(
+    encoder: ClipEncoder, *, batch_size: int = 256, seed: int = HELD_SEED, split: str = "train"
+) -> dict[str, float]:
     """Text -> image top-1 on a held batch: exact image, and an image with the same caption.
 
     Identical captions of different scenes make the exact-image score ambiguous, so both are
@@ -83,8 +111,10 @@ def retrieval_top1(encoder: ClipEncoder, *, batch_size: int = 256, seed: int = H
     batch = SceneSource(batch_size, seed=seed, split=split).batch(0)
     image_emb = encoder.model.encode_image(clip_pixels(encoder, batch.images))
     text_emb = encoder.encode_text(batch.captions).pooled
-    sims = torch.nn.functional.normalize(text_emb.float(), dim=-1) @ torch.nn.functional.normalize(
-        image_emb.float(), dim=-1).T  # (B, B)
+    sims = (
+        torch.nn.functional.normalize(text_emb.float(), dim=-1)
+        @ torch.nn.functional.normalize(image_emb.float(), dim=-1).T
+    )  # (B, B)
     best = sims.argmax(dim=1).cpu().numpy()
     captions = np.asarray(batch.captions)
     exact = float((best == np.arange(len(best))).mean())
@@ -109,11 +139,21 @@ class ClipStageResult:
     metrics: dict[str, float]
 
 
-def train_clip(opts: LoopOptions, *, batch_size: int = 256, config: ClipConfig | None = None,
-               probe_weight: float = PROBE_WEIGHT) -> ClipStageResult:
+def train_clip(
+    opts: LoopOptions,
+    *,
+    batch_size: int = 256,
+    config: ClipConfig | None = None,
+    probe_weight: float = PROBE_WEIGHT,
+    hard_negatives: bool = False,
+) -> ClipStageResult:
     """Train (or resume) CLIP into opts.out_dir; report held-batch retrieval of the EMA model."""
-    task = ClipTask(config or shapes_clip_config(), SceneSource(batch_size, seed=opts.seed),
-                    probe_weight=probe_weight)
+    task = ClipTask(
+        config or shapes_clip_config(),
+        SceneSource(batch_size, seed=opts.seed),
+        probe_weight=probe_weight,
+        hard_negatives=hard_negatives,
+    )
     result = run_training(task, opts)
     encoder = load_trained_clip(opts.out_dir, opts.device)
     return ClipStageResult(result, retrieval_top1(encoder))

@@ -17,15 +17,19 @@ import torch
 from worker.training.loop import LoopOptions, LoopResult
 
 STAGES: tuple[str, ...] = ("clip", "prior", "decoder", "upsampler")
+# Trained on its own (`unclip train upsampler256`), exported when present, not part of 'all'.
+OPTIONAL_STAGES: tuple[str, ...] = ("upsampler256",)
 # Shares of a whole-family time budget (`unclip train all --minutes M`).
 TIME_SHARES: dict[str, float] = {"clip": 0.12, "prior": 0.10, "decoder": 0.58, "upsampler": 0.20}
-BATCH_SIZES: dict[str, int] = {"clip": 256, "prior": 256, "decoder": 32, "upsampler": 32}
+BATCH_SIZES: dict[str, int] = {"clip": 256, "prior": 256, "decoder": 32, "upsampler": 32,
+                               "upsampler256": 16}
 LEARNING_RATES: dict[str, float] = {"clip": 1e-3, "prior": 5e-4, "decoder": 6e-4,
-                                    "upsampler": 1e-3}
+                                    "upsampler": 1e-3, "upsampler256": 5e-4}
 # The EMA warms up as (1 + n) / (10 + n), so on short runs it tracks the last ~n/10 steps.
 EMA_DECAYS: dict[str, float] = {"clip": 0.995, "prior": 0.995, "decoder": 0.995,
-                                "upsampler": 0.999}
-WARMUP_STEPS: dict[str, int] = {"clip": 100, "prior": 20, "decoder": 20, "upsampler": 100}
+                                "upsampler": 0.999, "upsampler256": 0.999}
+WARMUP_STEPS: dict[str, int] = {"clip": 100, "prior": 20, "decoder": 20, "upsampler": 100,
+                                "upsampler256": 100}
 SUMMARY_NAME = "summary.json"
 
 
@@ -39,16 +43,17 @@ class StageReport:
 
 
 def stage_dir(run_dir: Path, stage: str) -> Path:
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; allowed: {', '.join(STAGES)}")
+    if stage not in (*STAGES, *OPTIONAL_STAGES):
+        raise ValueError(f"unknown stage {stage!r}; allowed: {', '.join(STAGES + OPTIONAL_STAGES)}")
     return Path(run_dir) / stage
 
 
 def stage_options(base: LoopOptions, run_dir: Path, stage: str, *,
-                  lr: float | None = None) -> LoopOptions:
-    """Per-stage defaults (learning rate, EMA decay) on top of the shared options."""
+                  lr: float | None = None, ema_decay: float | None = None) -> LoopOptions:
+    """Per-stage defaults (learning rate, EMA decay) on top of the shared options; lr and
+    ema_decay, when given, override them (e.g. the prior at EMA 0.999, issue 12)."""
     return replace(base, out_dir=stage_dir(run_dir, stage), lr=lr or LEARNING_RATES[stage],
-                   ema_decay=EMA_DECAYS[stage], warmup_steps=WARMUP_STEPS[stage])
+                   ema_decay=ema_decay or EMA_DECAYS[stage], warmup_steps=WARMUP_STEPS[stage])
 
 
 def _runner(stage: str) -> Callable[..., Any]:
@@ -62,15 +67,28 @@ def _runner(stage: str) -> Callable[..., Any]:
     if stage == "decoder":
         from worker.training.train_decoder import train_decoder
         return train_decoder
+    if stage == "upsampler256":
+        from worker.training.train_upsampler import train_upsampler256
+        return train_upsampler256
     from worker.training.train_upsampler import train_upsampler
     return train_upsampler
 
 
 def train_stage(stage: str, run_dir: Path, opts: LoopOptions, *,
-                batch_size: int | None = None) -> StageReport:
-    """Train one stage in run_dir/<stage>; prior and decoder read the CLIP in run_dir/clip."""
+                batch_size: int | None = None, hard_negatives: bool = False,
+                options: dict[str, Any] | None = None) -> StageReport:
+    """Train one stage in run_dir/<stage>; prior and decoder read the CLIP in run_dir/clip.
+
+    `hard_negatives` (clip only) adds NegCLIP twins to each batch (train_clip.ClipTask);
+    `options` are further keyword arguments of the stage's trainer (the decoder's row_mix
+    and attention_resolutions).
+    """
     batch = batch_size or BATCH_SIZES[stage]
-    kwargs: dict[str, Any] = {"batch_size": batch}
+    kwargs: dict[str, Any] = {"batch_size": batch, **(options or {})}
+    if hard_negatives:
+        if stage != "clip":
+            raise ValueError(f"hard negatives are a clip option; got stage {stage!r}")
+        kwargs["hard_negatives"] = True
     if stage in ("prior", "decoder"):
         kwargs["clip_dir"] = stage_dir(run_dir, "clip")
         if not (kwargs["clip_dir"] / "checkpoint.pt").is_file():

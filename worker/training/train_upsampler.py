@@ -1,20 +1,22 @@
-"""Stage 4: train the 32 -> 64 px upsampler on the shapes renders (blur/noise-augmented input)."""
+"""Stages 4 and 5: train the upsamplers (32 -> 64, and 64 -> 256 on crops) on shapes renders."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from worker.shapes.scenes import Scene
 from worker.training.checkpoint import checkpoint_path, load_checkpoint
 from worker.training.data import SceneSource, to_model_range
-from worker.training.family_configs import shapes_upsampler_config
+from worker.training.degradation import Degradation, blur_noise_degrade, bsr_degrade
+from worker.training.family_configs import shapes_upsampler256_config, shapes_upsampler_config
 from worker.training.loop import LoopOptions, LoopResult, run_training
+from worker.training.upsampler_eval import HELD_SEED, psnr, upsampler_edge_metrics
 from worker.training.warm_start import load_weights
 from worker.unclip.configs import UpsamplerConfig
 from worker.unclip.diffusion.gaussian_diffusion import diffusion_from_config
@@ -22,56 +24,83 @@ from worker.unclip.diffusion.respace import respaced
 from worker.unclip.diffusion.samplers import sample_ddim
 from worker.unclip.nets.upsampler_net import UpsamplerPair, resize_low_res
 
-HELD_SEED = 10_000_019
-BLUR_PROB = 0.5  # DALL-E 2 (s3): corrupt the low-res input of the first upsampler by blurring
-BLUR_SIGMA = (0.4, 1.0)
-NOISE_STD_MAX = 0.2  # and Gaussian noise: the upsampler learns to clean grainy decoder outputs
+UPSAMPLER_STAGES = ("upsampler", "upsampler256")
+WEIGHT_FILES = {"upsampler": "upsampler.safetensors", "upsampler256": "upsampler256.safetensors"}
+OBJECT_CROP_PROB = 0.8  # crops centred near an object's edge; the rest anywhere (mostly flat)
 
 
-def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
-    """Blur each image (B, C, H, W) with its own sigma (B,), a 5x5 separable kernel."""
-    taps = torch.arange(-2, 3, device=x.device, dtype=x.dtype)  # (5,)
-    kernel = torch.exp(-(taps[None] ** 2) / (2 * sigma[:, None].to(x.dtype) ** 2))  # (B, 5)
-    kernel = kernel / kernel.sum(dim=1, keepdim=True)
-    b, c, h, w = x.shape
-    y = x.reshape(1, b * c, h, w)
-    k = kernel.repeat_interleave(c, dim=0)  # (B*C, 5)
-    y = F.conv2d(F.pad(y, (2, 2, 0, 0), mode="replicate"), k[:, None, None, :], groups=b * c)
-    y = F.conv2d(F.pad(y, (0, 0, 2, 2), mode="replicate"), k[:, None, :, None], groups=b * c)
-    return y.reshape(b, c, h, w)
+def crop_origins(scenes: list[Scene], side: int, crop: int, rng: np.random.Generator, *,
+                 align: int = 1) -> list[tuple[int, int]]:
+    """(top, left) per scene of a crop x crop window, most of them over an object's boundary.
+
+    DALL-E 2 trains its upsamplers on random crops (a quarter of the side); flat shapes
+    scenes are mostly background, so crops are drawn near an object with OBJECT_CROP_PROB.
+    Origins are multiples of `align` (the upsampling factor), so a crop's pixel blocks sit
+    on the low-res pixel grid as the full image's do.
+    """
+    out = []
+    for scene in scenes:
+        if scene.objects and rng.random() < OBJECT_CROP_PROB:
+            obj = scene.objects[int(rng.integers(len(scene.objects)))]
+            u, v = rng.uniform(-0.6, 0.6, size=2) * obj.extent
+            cx, cy = (obj.cx + u) * side, (obj.cy + v) * side
+        else:
+            cx, cy = rng.uniform(0, side, size=2)
+        left = int(np.clip(round((cx - crop / 2) / align) * align, 0, side - crop))
+        top = int(np.clip(round((cy - crop / 2) / align) * align, 0, side - crop))
+        out.append((top, left))
+    return out
 
 
-def degrade(low_res: Tensor, gen: torch.Generator) -> Tensor:
-    """Random blur (half the rows) and small Gaussian noise on the low-res condition."""
-    b = low_res.shape[0]
-    dev = low_res.device
-    blur = torch.rand(b, generator=gen, device=dev) < BLUR_PROB
-    lo, hi = BLUR_SIGMA
-    sigma = lo + (hi - lo) * torch.rand(b, generator=gen, device=dev)
-    out = torch.where(blur[:, None, None, None], gaussian_blur(low_res, sigma), low_res)
-    std = NOISE_STD_MAX * torch.rand(b, generator=gen, device=dev)
-    noise = torch.randn(low_res.shape, generator=gen, device=dev)
-    return (out + std[:, None, None, None] * noise).clamp(-1.0, 1.0)
+def take_crops(images: Tensor, origins: list[tuple[int, int]], crop: int) -> Tensor:
+    """(B, C, crop, crop) windows of images (B, C, H, W) at the given (top, left)."""
+    return torch.stack([im[:, t : t + crop, le : le + crop]
+                        for im, (t, le) in zip(images, origins, strict=True)])
 
 
 class UpsamplerTask:
-    """Denoise the 64 px render given its 32 px render (bicubic-resized, degraded)."""
+    """Denoise the high-res render given its low-res render (degraded, bicubic-resized).
 
-    stage = "upsampler"
+    `crop` trains on crop x crop windows of the target and the matching window of the
+    resized condition (the UNet is fully convolutional, so it samples full images later).
+    """
 
-    def __init__(self, config: UpsamplerConfig, source: SceneSource) -> None:
+    def __init__(self, config: UpsamplerConfig, source: SceneSource, *,
+                 stage: str = "upsampler", degradation: Degradation = "blur",
+                 crop: int | None = None, seed: int = 0) -> None:
+        if stage not in UPSAMPLER_STAGES:
+            raise ValueError(f"unknown upsampler stage {stage!r}; allowed: {UPSAMPLER_STAGES}")
+        if crop is not None and not 0 < crop <= config.image_size:
+            raise ValueError(f"crop must be in 1..{config.image_size}, got {crop}")
+        self.stage = stage
         self.config = config.to_dict()
         self.cfg = config
         self.source = source
+        self.degradation, self.crop, self.seed = degradation, crop, seed
         self.model = UpsamplerPair(config)
         self.diffusion = diffusion_from_config(config.diffusion)
 
-    def loss(self, step: int, noise: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+    def inputs(self, step: int, noise: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(x0 target, resized degraded condition) of the step's batch, cropped if asked."""
         batch = self.source.batch(step)
         device = noise.device
         x0 = to_model_range(batch.renders[self.cfg.image_size], device)
         low = to_model_range(batch.renders[self.cfg.low_res_size], device)
-        cond = resize_low_res(degrade(low, noise), self.cfg.image_size)
+        rng = np.random.default_rng([self.seed, step, 5])  # resumes exactly, like the data
+        if self.degradation == "blur":
+            low = blur_noise_degrade(low, noise)
+        else:
+            low = bsr_degrade(low, rng)
+        cond = resize_low_res(low, self.cfg.image_size)
+        if self.crop is not None and self.crop < self.cfg.image_size:
+            align = self.cfg.image_size // self.cfg.low_res_size
+            origins = crop_origins(batch.scenes, self.cfg.image_size, self.crop, rng, align=align)
+            x0, cond = take_crops(x0, origins, self.crop), take_crops(cond, origins, self.crop)
+        return x0, cond
+
+    def loss(self, step: int, noise: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        x0, cond = self.inputs(step, noise)
+        device = noise.device
         t = torch.randint(0, self.diffusion.num_timesteps, (x0.shape[0],), generator=noise,
                           device=device)
         eps = torch.randn(x0.shape, generator=noise, device=device)
@@ -83,20 +112,14 @@ class UpsamplerTask:
         return losses.loss.mean(), {}
 
     def warm_start(self, family_dir: Path) -> None:
-        """Start from the upsampler weights of a model family of the same config."""
-        load_weights(self.model, Path(family_dir) / "upsampler.safetensors")
+        """Start from this stage's weights in a model family of the same config."""
+        load_weights(self.model, Path(family_dir) / WEIGHT_FILES[self.stage])
 
     def extra_state(self) -> dict[str, Any]:
         return {}
 
     def load_extra_state(self, extra: dict[str, Any]) -> None:
         return None
-
-
-def psnr(a: Tensor, b: Tensor) -> float:
-    """PSNR in dB of images in [-1, 1]."""
-    mse = float(((a - b) / 2).pow(2).mean())
-    return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
 @torch.no_grad()
@@ -121,10 +144,11 @@ def upsampler_psnr(pair: UpsamplerPair, *, batch_size: int = 32, steps: int = 4,
 
 
 def load_trained_upsampler(stage_dir: Path) -> UpsamplerPair:
-    """The EMA upsampler of a training run."""
+    """The EMA upsampler (either stage) of a training run."""
     state = load_checkpoint(checkpoint_path(stage_dir))
-    if state.stage != "upsampler":
-        raise ValueError(f"{stage_dir} holds a {state.stage!r} checkpoint, expected 'upsampler'")
+    if state.stage not in UPSAMPLER_STAGES:
+        raise ValueError(f"{stage_dir} holds a {state.stage!r} checkpoint, expected one of "
+                         f"{UPSAMPLER_STAGES}")
     pair = UpsamplerPair(UpsamplerConfig.from_dict(state.config))
     pair.load_state_dict(state.ema["shadow"])
     return pair.eval()
@@ -141,6 +165,22 @@ def train_upsampler(opts: LoopOptions, *, batch_size: int = 32,
     """Train (or resume) the upsampler into opts.out_dir (it needs no CLIP)."""
     cfg = config or shapes_upsampler_config()
     source = SceneSource(batch_size, sizes=(cfg.image_size, cfg.low_res_size), seed=opts.seed)
-    result = run_training(UpsamplerTask(cfg, source), opts)
+    result = run_training(UpsamplerTask(cfg, source, seed=opts.seed), opts)
     pair = load_trained_upsampler(opts.out_dir).to(torch.device(opts.device))
     return UpsamplerStageResult(result, upsampler_psnr(pair))
+
+
+UPSAMPLER256_CROP = 64  # a quarter of the side, as DALL-E 2 crops its upsamplers' targets
+
+
+def train_upsampler256(opts: LoopOptions, *, batch_size: int = 16,
+                       config: UpsamplerConfig | None = None,
+                       crop: int = UPSAMPLER256_CROP) -> UpsamplerStageResult:
+    """Train (or resume) the 64 -> 256 upsampler on crops, BSR-degraded inputs, no CLIP."""
+    cfg = config or shapes_upsampler256_config()
+    source = SceneSource(batch_size, sizes=(cfg.image_size, cfg.low_res_size), seed=opts.seed)
+    task = UpsamplerTask(cfg, source, stage="upsampler256", degradation="bsr", crop=crop,
+                         seed=opts.seed)
+    result = run_training(task, opts)
+    pair = load_trained_upsampler(opts.out_dir).to(torch.device(opts.device))
+    return UpsamplerStageResult(result, upsampler_edge_metrics(pair, n=16))

@@ -15,8 +15,8 @@ import PIL.Image
 import torch
 from torch import nn
 
+from worker.unclip.batch_invariance import matmul
 from worker.unclip.configs import ClipConfig
-from worker.unclip.seeds import stable_matmul
 
 
 @dataclass(frozen=True)
@@ -131,10 +131,10 @@ class ClipEncoder(nn.Module):
         x = m.ln_final(x)  # (B, L, W)
         eot = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # (B, W)
         projection = m.text_projection
-        if isinstance(projection, nn.Linear):
-            pooled = projection(eot)
-        else:  # padded to 4 rows on the CPU so a prompt's embedding ignores its batch
-            pooled = stable_matmul(eot, projection)
+        # A plain projection matrix goes through batch_invariance.matmul: in reproducible
+        # mode 4-row CPU calls, so a prompt's embedding ignores its batch.
+        linear = isinstance(projection, nn.Linear)
+        pooled = projection(eot) if linear else matmul(eot, projection)
         return TextEncoding(pooled=pooled, tokens=x, mask=mask)
 
     @torch.no_grad()

@@ -183,8 +183,11 @@ class PriorConfig(_ConfigBase):
         )
 
 
-def _check_unet(owner: str, cfg: DecoderConfig | UpsamplerConfig, groups: int = 32) -> None:
-    """Checks shared by the two UNets: channel counts, levels and image size."""
+def _check_unet(
+    owner: str, cfg: DecoderConfig | UpsamplerConfig, groups: int = 32, trunk_size: int = 0
+) -> None:
+    """Checks shared by the two UNets: channel counts, levels and the trunk's image size
+    (trunk_size when given, else image_size)."""
     _positive(
         owner,
         image_size=cfg.image_size,
@@ -200,9 +203,10 @@ def _check_unet(owner: str, cfg: DecoderConfig | UpsamplerConfig, groups: int = 
             f"{groups} (GroupNorm groups); channel_mult={list(cfg.channel_mult)}",
         )
     factor = 2 ** (len(cfg.channel_mult) - 1)
+    size = trunk_size or cfg.image_size
     _require(
-        cfg.image_size % factor == 0,
-        f"{owner}.image_size {cfg.image_size} must be divisible by {factor} "
+        size % factor == 0,
+        f"{owner}: the UNet's image size {size} must be divisible by {factor} "
         f"({len(cfg.channel_mult)} levels)",
     )
     _require(0.0 <= cfg.dropout < 1.0, f"{owner}.dropout must be in [0, 1), got {cfg.dropout!r}")
@@ -307,10 +311,25 @@ class UpsamplerConfig(_ConfigBase):
     resblock_updown: bool = True
     last_step_model: bool = True  # a separate network for the final step (Karlo improved SR)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    # Space-to-depth: the UNet runs on patch_size x patch_size pixel blocks folded into
+    # channels (pixel unshuffle in, pixel shuffle out), at image_size / patch_size.
+    patch_size: int = 1
+    # x0 = the resized low-res image + the net's output: a residual on bicubic (needs x0
+    # prediction); with the zero-initialised output conv the untrained net returns bicubic.
+    residual: bool = False
 
     def __post_init__(self) -> None:
-        _check_unet("upsampler", self)
-        _positive("upsampler", low_res_size=self.low_res_size)
+        _positive("upsampler", low_res_size=self.low_res_size, patch_size=self.patch_size)
+        _require(
+            not self.residual or (self.diffusion.prediction == "x0" and self.out_channels == 3),
+            "upsampler.residual needs x0 prediction and fixed variance (3 output channels)",
+        )
+        _require(
+            self.image_size % self.patch_size == 0,
+            f"upsampler.image_size {self.image_size} must be divisible by patch_size "
+            f"{self.patch_size}",
+        )
+        _check_unet("upsampler", self, trunk_size=self.image_size // self.patch_size)
         _require(
             self.low_res_size <= self.image_size,
             f"upsampler.low_res_size {self.low_res_size} must be <= image_size {self.image_size}",

@@ -1,9 +1,9 @@
-"""A model family: CLIP, prior, decoder and upsampler with configs, saved in one directory."""
+"""A model family: CLIP, prior, decoder and upsampler(s) with configs, saved in one directory."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from shared.family_info import native_side_for
+from worker.unclip import batch_invariance
 from worker.unclip.clip_encoder import ClipEncoder
 from worker.unclip.configs import ClipConfig, DecoderConfig, PriorConfig, UpsamplerConfig
 from worker.unclip.diffusion import GaussianDiffusion, diffusion_from_config, respaced
@@ -59,6 +61,9 @@ class FamilyDefaults:
     # Per stage, the largest trained timestep DDIM and DPM-Solver++ start from (unset: T - 1).
     # For an eps net, x0 at T - 1 is its error over sqrt(alpha_bar), ~2e4x for cosine at 1000.
     solver_start: dict[str, int] = field(default_factory=dict)
+    # Per cascade upsampler ("upsampler256"), its step count; unset: the request's upsampler
+    # steps, as the first upsampler takes. A request's steps stay those of the first.
+    cascade_steps: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLER_NAMES:
@@ -69,6 +74,13 @@ class FamilyDefaults:
             raise FamilyError(f"prior_candidates must be >= 1, got {self.prior_candidates}")
         _check_mapping("spacing", self.spacing, SAMPLER_NAMES, SPACING_KINDS)
         _check_mapping("solver_start", self.solver_start, STAGES, None)
+        for key, value in dict(self.cascade_steps).items():
+            if not (key.startswith("upsampler") and key[len("upsampler") :].isdigit()):
+                raise FamilyError(f"defaults.cascade_steps: key {key!r} is not upsampler<side>")
+            if not (isinstance(value, int) and value >= 1):
+                raise FamilyError(
+                    f"defaults.cascade_steps.{key} must be an int >= 1, got {value!r}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         s = self.steps
@@ -80,19 +92,12 @@ class FamilyDefaults:
             "prior_candidates": self.prior_candidates,
             **({"spacing": dict(self.spacing)} if self.spacing else {}),
             **({"solver_start": dict(self.solver_start)} if self.solver_start else {}),
+            **({"cascade_steps": dict(self.cascade_steps)} if self.cascade_steps else {}),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FamilyDefaults:
-        known = {
-            "steps",
-            "sampler",
-            "prior_guidance",
-            "decoder_guidance",
-            "prior_candidates",
-            "spacing",
-            "solver_start",
-        }
+        known = {f.name for f in fields(cls)}  # family.json's keys are the fields' names
         unknown = sorted(set(data) - known)
         if unknown:
             raise FamilyError(
@@ -138,7 +143,22 @@ class Family:
     decoder: DecoderNet
     upsampler: UpsamplerPair
     defaults: FamilyDefaults = field(default_factory=FamilyDefaults)
+    # Further upsamplers, each enlarging the one before's output (DALL-E 2's 64 -> 256), saved
+    # as upsampler{side}.json / .safetensors; a request runs the chain up to its native size.
+    cascade: tuple[UpsamplerPair, ...] = ()
+    # The mode of renders whose RenderSpec leaves `reproducible` unset: batch-invariant bytes
+    # (True) or full speed (False). A worker sets it from settings.reproducible.
+    reproducible: bool = False
     _respaced: dict[tuple[str, int, str], GaussianDiffusion] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Once per family, not per call: the layers read each thread's mode themselves.
+        batch_invariance.install(self.networks().values())
+        # The attention-free upsamplers convolve large maps: in channels-last layout oneDNN
+        # skips a reorder per convolution (measured -15% at batch 1, -28% at batch 8 on the
+        # shipped family's CPU upsampler; docs/benchmarks.md). Saved weights stay contiguous.
+        for pair in self.upsamplers:
+            pair.to(memory_format=torch.channels_last)
 
     @property
     def clip_config(self) -> ClipConfig:
@@ -170,7 +190,29 @@ class Family:
 
     @property
     def final_size(self) -> int:
+        """The first upsampler's output side: the smallest native size."""
         return self.upsampler.cfg.image_size
+
+    @property
+    def upsamplers(self) -> tuple[UpsamplerPair, ...]:
+        """The upsampler chain, first (decoder size -> final_size) to last."""
+        return (self.upsampler, *self.cascade)
+
+    @property
+    def native_sides(self) -> tuple[int, ...]:
+        """Every side the chain makes, ascending: (64,) or (64, 256)."""
+        return tuple(pair.cfg.image_size for pair in self.upsamplers)
+
+    def output_side(self, requested: int | None) -> int:
+        """The native side a request of `requested` px runs to (None: final_size); larger
+        requests are resized from the largest (shared/family_info.native_side_for)."""
+        if requested is None:
+            return self.final_size
+        return native_side_for(self.native_sides, requested)
+
+    def upsampler_stage_name(self, pair: UpsamplerPair) -> str:
+        """'upsampler' for the first, 'upsampler{side}' for a cascade one (files, diffusions)."""
+        return "upsampler" if pair is self.upsampler else f"upsampler{pair.cfg.image_size}"
 
     def diffusion(self, stage: str, steps: int, sampler: str) -> GaussianDiffusion:
         """The stage's trained diffusion respaced to `steps` for `sampler` (cached).
@@ -188,6 +230,7 @@ class Family:
                 "prior": self.prior.cfg.diffusion,
                 "decoder": self.decoder.cfg.diffusion,
                 "upsampler": self.upsampler.cfg.diffusion,
+                **{self.upsampler_stage_name(p): p.cfg.diffusion for p in self.cascade},
             }
             if stage not in configs:
                 raise ValueError(f"unknown stage {stage!r}; allowed: {', '.join(configs)}")
@@ -211,6 +254,7 @@ class Family:
             "prior": self.prior,
             "decoder": self.decoder,
             "upsampler": self.upsampler,
+            **{self.upsampler_stage_name(p): p for p in self.cascade},
         }
 
 
@@ -227,11 +271,12 @@ def save_family(family: Family, path: str | Path, *, dtype: torch.dtype = torch.
     """Write `family` as a family directory (docs/architecture.md), weights in `dtype`."""
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    side = family.final_size  # what the upsampler makes; the API reports it (family_info)
+    sizes = [f"{side}x{side}" for side in family.native_sides]  # the API reads them
     meta = {
         "format": FORMAT,
         "name": family.name,
-        "native_size": f"{side}x{side}",
+        "native_size": sizes[-1],  # the largest, for readers of the one-size format
+        **({"native_sizes": sizes} if len(sizes) > 1 else {}),
         "defaults": family.defaults.to_dict(),
     }
     _write_json(root / "family.json", meta)
@@ -240,6 +285,7 @@ def save_family(family: Family, path: str | Path, *, dtype: torch.dtype = torch.
         "prior": family.prior_config,
         "decoder": family.decoder_config,
         "upsampler": family.upsampler_config,
+        **{family.upsampler_stage_name(p): p.cfg for p in family.cascade},
     }
     for stage, config in configs.items():
         _write_json(root / f"{stage}.json", config.to_dict())
@@ -309,6 +355,7 @@ def load_family(
     upsampler = UpsamplerPair(UpsamplerConfig.from_dict(_read_json(root, "upsampler.json")))
     for net, name in ((prior, "prior"), (decoder, "decoder"), (upsampler, "upsampler")):
         _load_net(net, root, f"{name}.safetensors")
+    cascade = _load_cascade(root, meta, upsampler.cfg.image_size)
     stats = load_file(str(root / "prior_stats.safetensors"))
     if set(stats) != {"mean", "std"}:
         raise FamilyError(
@@ -323,5 +370,30 @@ def load_family(
         decoder=decoder.eval(),
         upsampler=upsampler.eval(),
         defaults=FamilyDefaults.from_dict(meta.get("defaults", {})),
+        cascade=cascade,
     )
     return family.to(device, dtype)
+
+
+def _load_cascade(root: Path, meta: dict[str, Any], first_side: int) -> tuple[UpsamplerPair, ...]:
+    """The upsamplers after the first, one per native size above it (family.json
+    native_sizes; a family with only native_size has none), each reading upsampler{side}.*."""
+    sizes = meta.get("native_sizes", [])
+    if not isinstance(sizes, list):
+        raise FamilyError(f"{root / 'family.json'}: native_sizes must be a list, got {sizes!r}")
+    sides = sorted({int(str(size).partition("x")[0]) for size in sizes} - {first_side})
+    chain, below = [], first_side
+    for side in sides:
+        name = f"upsampler{side}"
+        for suffix in (".json", ".safetensors"):
+            if not (root / f"{name}{suffix}").is_file():
+                raise FamilyError(f"{root / 'family.json'} declares {side}x{side} but "
+                                  f"{root / (name + suffix)} is missing")
+        pair = UpsamplerPair(UpsamplerConfig.from_dict(_read_json(root, f"{name}.json")))
+        if (pair.cfg.low_res_size, pair.cfg.image_size) != (below, side):
+            raise FamilyError(f"{root / (name + '.json')}: upsamples {pair.cfg.low_res_size} -> "
+                              f"{pair.cfg.image_size}, the chain needs {below} -> {side}")
+        _load_net(pair, root, f"{name}.safetensors")
+        chain.append(pair.eval())
+        below = side
+    return tuple(chain)

@@ -19,15 +19,13 @@ def guided_model_fn(net_fn: NetFn, scales: Tensor, *, guided_channels: int) -> M
 
     out = uncond + s * (cond - uncond) on those channels (Ho & Salimans 2022, eq. 6);
     the remaining channels (a learned variance) come from the conditional half, so s = 1
-    equals the conditional net. When every scale is 1 the unconditional half is skipped,
-    except for a single CPU row (see `single_row_differs`).
+    equals the conditional net. When every scale is 1 the unconditional half is skipped (a
+    lone row then needs no partner for batch-invariant bytes: batch_invariance.py pads it).
     """
     scales = scales.to(torch.float32)
     if bool((scales == 1.0).all()):
 
         def cond_fn(x: Tensor, t: Tensor) -> Tensor:
-            if single_row_differs(x):
-                return net_fn(torch.cat([x, x]), torch.cat([t, t]), "both")[:1]
             return net_fn(x, t, "cond")
 
         return cond_fn
@@ -41,16 +39,6 @@ def guided_model_fn(net_fn: NetFn, scales: Tensor, *, guided_channels: int) -> M
         return torch.cat([head, cond[:, guided_channels:]], dim=1)
 
     return model_fn
-
-
-def single_row_differs(x: Tensor) -> bool:
-    """True for a one-row CPU batch, which oneDNN convolves with another algorithm.
-
-    Its results then differ in the last bits from the same row in any larger batch, so
-    callers run such a row in a batch of two: a request gives the same bytes alone or
-    batched with others.
-    """
-    return x.shape[0] == 1 and x.device.type == "cpu"
 
 
 def encode_prompts_with_null(

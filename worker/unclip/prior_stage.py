@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from worker.unclip.batch_invariance import batch_invariance
 from worker.unclip.clip_encoder import TextEncoding
 from worker.unclip.diffusion import get_sampler, randn_rows
 from worker.unclip.embedding_mix import mix_embeddings
@@ -28,8 +29,9 @@ from worker.unclip.render_spec import (
     Stage,
     StepCounter,
     run_grouped,
+    with_mode,
 )
-from worker.unclip.seeds import make_generator, row_stable
+from worker.unclip.seeds import make_generator
 
 STAGE: Stage = "prior"
 
@@ -44,10 +46,10 @@ def run_prior(
     the text only); variation: the CLIP image embedding of spec.image (or the given
     spec.image_embedding), repeated n times; mix: each entry's embedding (prompts sampled by
     the prior, per image), spherically mixed by weight (embedding_mix.py).
-    Specs sharing prior steps and sampler go through one sampler call.
+    Specs sharing prior steps, sampler and mode go through one sampler call; reproducible
+    specs run batch-invariantly (batch_invariance.py).
     """
-    with row_stable(family.networks().values()):
-        return _run_prior(family, specs, callback)
+    return _run_prior(family, with_mode(specs, family.reproducible), callback)
 
 
 def mix_part_seed(seed: int, part: int) -> int:
@@ -56,14 +58,16 @@ def mix_part_seed(seed: int, part: int) -> int:
 
 
 def _fixed_embedding(
-    family: Family, n: int, image: PIL.Image.Image | None, embedding: object
+    family: Family, spec: RenderSpec, image: PIL.Image.Image | None, embedding: object
 ) -> Tensor:
-    """(n, D): an image's CLIP embedding, or a given (D,) one, repeated n times."""
+    """(n, D): an image's CLIP embedding, or a given (D,) one, repeated spec.n times."""
+    n = spec.n
     if embedding is not None:
         emb = torch.as_tensor(embedding, dtype=torch.float32).reshape(1, -1)
     else:
         assert image is not None  # RenderSpec and MixPart check one of them is given
-        emb = family.clip.encode_image([image]).to("cpu", torch.float32)
+        with batch_invariance(bool(spec.reproducible)):
+            emb = family.clip.encode_image([image]).to("cpu", torch.float32)
     return emb.expand(n, -1).clone()
 
 
@@ -75,14 +79,25 @@ def _run_prior(
     sampled: list[tuple[int, int | None, RenderSpec]] = []  # (spec, mix entry, what to sample)
     for i, spec in enumerate(specs):
         if spec.kind == "variation":
-            out[i] = _fixed_embedding(family, spec.n, spec.image, spec.image_embedding)
+            out[i] = _fixed_embedding(family, spec, spec.image, spec.image_embedding)
         elif spec.kind == "mix":
             for j, part in enumerate(spec.mix):
                 if part.prompt is None:
-                    parts[i, j] = _fixed_embedding(family, spec.n, part.image, part.embedding)
+                    parts[i, j] = _fixed_embedding(family, spec, part.image, part.embedding)
                 else:
-                    sampled.append((i, j, replace(spec, kind="generate", prompt=part.prompt,
-                                                  seed=mix_part_seed(spec.seed, j), mix=())))
+                    sampled.append(
+                        (
+                            i,
+                            j,
+                            replace(
+                                spec,
+                                kind="generate",
+                                prompt=part.prompt,
+                                seed=mix_part_seed(spec.seed, j),
+                                mix=(),
+                            ),
+                        )
+                    )
         else:
             sampled.append((i, None, spec))
     chosen = run_grouped(
@@ -109,7 +124,14 @@ def _run_prior(
 def _sample_group(
     family: Family, specs: Sequence[RenderSpec], steps: int, sampler: str, counter: StepCounter
 ) -> list[Tensor]:
-    """One sampler call over every candidate of every image of `specs`."""
+    """One sampler call over every candidate of every image of `specs` (one mode)."""
+    with batch_invariance(bool(specs[0].reproducible)):
+        return _sample_candidates(family, specs, steps, sampler, counter)
+
+
+def _sample_candidates(
+    family: Family, specs: Sequence[RenderSpec], steps: int, sampler: str, counter: StepCounter
+) -> list[Tensor]:
     k = family.defaults.prior_candidates
     rows = [(s, i, c) for s in range(len(specs)) for i in range(specs[s].n) for c in range(k)]
     prompts = [specs[s].prompt for s, _, _ in rows]

@@ -8,12 +8,12 @@ import PIL.Image
 import torch
 from torch import Tensor
 
+from worker.unclip.batch_invariance import batch_invariance
 from worker.unclip.decoder_stage import run_decoder
 from worker.unclip.family import Family
 from worker.unclip.images import to_pil_images
 from worker.unclip.prior_stage import run_prior
 from worker.unclip.render_spec import ProgressCallback, RenderSpec, StageSteps
-from worker.unclip.seeds import row_stable
 from worker.unclip.upsampler_stage import run_upsampler
 
 
@@ -60,9 +60,13 @@ def interpolate(
     steps: StageSteps | None = None,
     sampler: str | None = None,
     decoder_guidance: float | None = None,
+    reproducible: bool | None = None,
     callback: ProgressCallback | None = None,
 ) -> list[PIL.Image.Image]:
-    """One image per weight, decoded from slerp(CLIP(image_a), CLIP(image_b), weight)."""
+    """One image per weight, decoded from slerp(CLIP(image_a), CLIP(image_b), weight).
+
+    reproducible: as RenderSpec's (None: the family's mode).
+    """
     if not weights:
         raise ValueError("interpolate needs at least one weight, got none")
     for w in weights:
@@ -80,8 +84,9 @@ def interpolate(
         if decoder_guidance is None
         else decoder_guidance,
         image=image_a,
+        reproducible=family.reproducible if reproducible is None else reproducible,
     )
-    with torch.inference_mode(), row_stable(family.networks().values()):
+    with torch.inference_mode(), batch_invariance(bool(spec.reproducible)):
         ends = family.clip.encode_image([image_a, image_b]).to("cpu", torch.float32)
     embs = torch.stack([slerp(ends[0], ends[1], w) for w in weights])  # (n, D)
     low_res = run_decoder(family, [spec], [embs], callback=callback)

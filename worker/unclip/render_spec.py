@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar, get_args
 
 import PIL.Image
@@ -79,6 +79,12 @@ class RenderSpec:
     image_embedding: Any = None
     # kind "mix": 2 to 4 entries whose embeddings are spherically mixed, then decoded.
     mix: tuple[MixPart, ...] = ()
+    # True: bytes independent of what the request is batched with (CPU; batch_invariance.py),
+    # at a cost in speed; False: full speed; None: the family's mode (Family.reproducible).
+    reproducible: bool | None = None
+    # The output side wanted: the upsampler chain runs up to Family.output_side(size), the
+    # smallest native side >= size (the largest when none is); None: the first upsampler's.
+    size: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -99,6 +105,8 @@ class RenderSpec:
         for name in ("prior_guidance", "decoder_guidance"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
+        if self.size is not None and not (isinstance(self.size, int) and self.size > 0):
+            raise ValueError(f"size must be a positive integer (pixels) or None, got {self.size!r}")
 
 
 @dataclass(frozen=True)
@@ -118,16 +126,23 @@ def stage_steps(spec: RenderSpec, stage: Stage) -> int:
     return int(getattr(spec.steps, stage))
 
 
+def with_mode(specs: Sequence[RenderSpec], default: bool) -> list[RenderSpec]:
+    """`specs` with reproducible=None replaced by `default` (the family's mode)."""
+    return [spec if spec.reproducible is not None else replace(spec, reproducible=default)
+            for spec in specs]  # fmt: skip
+
+
 def sampler_groups(specs: Sequence[RenderSpec], stage: Stage) -> list[tuple[int, str, list[int]]]:
-    """(steps, sampler, indices into specs) for each distinct (steps, sampler) of a stage.
+    """(steps, sampler, indices into specs) for each distinct (steps, sampler, mode) of a stage.
 
     A stage runs one sampler call per group: normally every spec shares them, so the whole
-    batch goes through one call.
+    batch goes through one call. Reproducible and full-speed specs never share a call.
     """
-    groups: dict[tuple[int, str], list[int]] = {}
+    groups: dict[tuple[int, str, bool], list[int]] = {}
     for index, spec in enumerate(specs):
-        groups.setdefault((stage_steps(spec, stage), spec.sampler), []).append(index)
-    return [(steps, sampler, members) for (steps, sampler), members in groups.items()]
+        key = (stage_steps(spec, stage), spec.sampler, bool(spec.reproducible))
+        groups.setdefault(key, []).append(index)
+    return [(steps, sampler, members) for (steps, sampler, _), members in groups.items()]
 
 
 def run_grouped(

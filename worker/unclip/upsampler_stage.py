@@ -1,4 +1,5 @@
-"""Upsampler stage: final-size images from the decoder's, pasting an edit's known pixels exactly."""
+"""Upsampler stage: the upsampler chain (32 -> 64 [-> 256]) on the decoder's images, pasting an
+edit's known pixels exactly at every size."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from worker.unclip.batch_invariance import batch_invariance
 from worker.unclip.diffusion import GaussianDiffusion, Inpaint, ModelFn, get_sampler, randn_rows
 from worker.unclip.family import Family
 from worker.unclip.images import edit_repaint_mask, image_to_tensor
@@ -17,9 +19,12 @@ from worker.unclip.render_spec import (
     RenderSpec,
     Stage,
     StepCounter,
+    StepProgress,
     run_grouped,
+    sampler_groups,
+    with_mode,
 )
-from worker.unclip.seeds import make_generator, row_stable
+from worker.unclip.seeds import make_generator
 
 STAGE: Stage = "upsampler"
 
@@ -32,11 +37,12 @@ def run_upsampler(
     *,
     callback: ProgressCallback | None = None,
 ) -> list[Tensor]:
-    """Per spec, (n, 3, S, S) float32 CPU images in [-1, 1], S = the family's final size.
+    """Per spec, (n, 3, S, S) float32 CPU images in [-1, 1], S = family.output_side(spec.size).
 
-    Conditioned on the bicubic-resized low-res image, no guidance; the last step uses the
-    separate last-step network when the family has one. For an edit every pixel outside
-    the mask is exactly the given image's (resized to S).
+    Each upsampler of the chain runs on the one before's output, up to S (DALL-E 2's
+    cascade). Conditioned on the bicubic-resized low-res image, no guidance; the last step
+    uses the separate last-step network when the upsampler has one. For an edit every pixel
+    outside the mask is exactly the given image's (resized to each size).
     """
     if len(low_res) != len(specs):
         raise ValueError(f"got {len(low_res)} low-res batches for {len(specs)} specs")
@@ -44,8 +50,42 @@ def run_upsampler(
     for spec, images in zip(specs, low_res, strict=True):
         if tuple(images.shape) != (spec.n, 3, s, s):
             raise ValueError(f"low-res shape {tuple(images.shape)} must be {(spec.n, 3, s, s)}")
-    with row_stable(family.networks().values()):
-        return run_grouped(specs, low_res, STAGE, callback, partial(_sample_group, family))
+    specs = with_mode(specs, family.reproducible)
+    passes = [
+        [i for i, spec in enumerate(specs) if family.output_side(spec.size) >= pair.cfg.image_size]
+        for pair in family.upsamplers
+    ]
+    totals = [sum(_pass_steps(family, pair, st) for st, _, _ in
+                  sampler_groups([specs[i] for i in rows], STAGE))
+              for pair, rows in zip(family.upsamplers, passes, strict=True)]  # fmt: skip
+    out = list(low_res)
+    for k, (pair, rows) in enumerate(zip(family.upsamplers, passes, strict=True)):
+        if not rows:
+            break
+        results = run_grouped([specs[i] for i in rows], [out[i] for i in rows], STAGE,
+                              _offset(callback, sum(totals[:k]), sum(totals)),
+                              partial(_sample_group, family, pair))  # fmt: skip
+        for i, images in zip(rows, results, strict=True):
+            out[i] = images
+    return out
+
+
+def _pass_steps(family: Family, pair: UpsamplerPair, steps: int) -> int:
+    """A pass's step count: the request's for the first upsampler, else the family's
+    defaults.cascade_steps for that upsampler when it names one."""
+    return family.defaults.cascade_steps.get(family.upsampler_stage_name(pair), steps)
+
+
+def _offset(callback: ProgressCallback | None, done: int, total: int) -> ProgressCallback | None:
+    """A pass's progress counted over the whole chain: one bar for the stage."""
+    if callback is None:
+        return None
+    report = callback
+
+    def shifted(p: StepProgress) -> None:
+        report(StepProgress(stage=p.stage, step=done + p.step, total=total))
+
+    return shifted
 
 
 def final_known_pixels(spec: RenderSpec, size: int) -> tuple[Tensor, Tensor]:
@@ -59,31 +99,47 @@ def final_known_pixels(spec: RenderSpec, size: int) -> tuple[Tensor, Tensor]:
 
 def _sample_group(
     family: Family,
+    pair: UpsamplerPair,
     specs: Sequence[RenderSpec],
     low_res: Sequence[Tensor],
     steps: int,
     sampler: str,
     counter: StepCounter,
 ) -> list[Tensor]:
-    """One sampler call over every image of `specs`, then the exact paste for edits."""
-    size, device = family.final_size, family.device
+    """One sampler call over every image of `specs` (one mode), then the exact paste."""
+    steps = _pass_steps(family, pair, steps)
+    with batch_invariance(bool(specs[0].reproducible)):
+        return _sample_images(family, pair, specs, low_res, steps, sampler, counter)
+
+
+def _sample_images(
+    family: Family,
+    pair: UpsamplerPair,
+    specs: Sequence[RenderSpec],
+    low_res: Sequence[Tensor],
+    steps: int,
+    sampler: str,
+    counter: StepCounter,
+) -> list[Tensor]:
+    size, device = pair.cfg.image_size, family.device
+    stage = family.upsampler_stage_name(pair)  # "upsampler" for the first: its seeds as before
     rows = [(s, i) for s in range(len(specs)) for i in range(specs[s].n)]
     known_keep = [final_known_pixels(spec, size) for spec in specs]
     known = torch.stack([known_keep[s][0] for s, _ in rows])  # (R, 3, S, S)
     keep = torch.stack([known_keep[s][1] for s, _ in rows])  # (R, 1, S, S)
-    generators = [make_generator(specs[s].seed, STAGE, i, "cpu") for s, i in rows]
+    generators = [make_generator(specs[s].seed, stage, i, "cpu") for s, i in rows]
     x = randn_rows((len(rows), 3, size, size), generators, device, torch.float32)
     cond = resize_low_res(torch.cat(list(low_res)).to(device).clamp(-1.0, 1.0), size)
-    diffusion = family.diffusion(STAGE, steps, sampler)
+    diffusion = family.diffusion(stage, steps, sampler)
     # Every row gets forcing (keep = 0 changes nothing) so that the noise each row draws
     # does not depend on whether an edit shares its batch.
     images = get_sampler(sampler)(
-        _upsampler_model_fn(family.upsampler, cond, diffusion),
+        _upsampler_model_fn(pair, cond, diffusion),
         x,
         diffusion,
         generators=generators,
         callback=counter.sampler_callback(),
-        clip_x0=family.upsampler_config.diffusion.clamp_x0,
+        clip_x0=pair.cfg.diffusion.clamp_x0,
         inpaint=Inpaint(known=known.to(device), keep=keep.to(device)),
     )
     images = images.clamp(-1.0, 1.0).to("cpu", torch.float32)
@@ -98,9 +154,9 @@ def _upsampler_model_fn(pair: UpsamplerPair, cond: Tensor, diffusion: GaussianDi
     def model_fn(x: Tensor, t: Tensor) -> Tensor:
         calls[0] += 1
         net = pair.net_for_step(last=calls[0] == diffusion.num_timesteps)
-        # No padding of a lone row to two: row_stable already runs its convolutions and
-        # small products at batch-independent sizes, so a doubled row would only double
-        # the work (Karlo runs one row too).
+        # No padding of a lone row to two: batch-invariant mode already runs convolutions
+        # and small products at batch-independent sizes, so a doubled row would only
+        # double the work (Karlo runs one row too).
         return net(x, t, low_res=cond)
 
     return model_fn

@@ -7,11 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.db.states import Stage
 from shared.errors import QueueUnavailable
 from shared.queue.celery_app import make_celery
-from shared.queue.dispatch import CeleryStageQueue, enqueue_stage
+from shared.queue.dispatch import PUBLISH_TRIES, CeleryStageQueue, enqueue_stage
 from shared.settings import Settings
 
 
@@ -55,4 +57,55 @@ def test_dead_broker_is_queue_unavailable_fast(tmp_path: Path) -> None:
     assert caught.value.retry_after_s == 9
     with pytest.raises(QueueUnavailable, match="unreachable"):
         queue.check()
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 2.0  # refused: one quick retry, no kombu sleeps
+
+
+class _FlakyCelery:
+    """send_task raises each of `errors` in turn (wrapped as kombu wraps them), then works."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def send_task(self, *args: object, **kwargs: object) -> None:
+        self.calls += 1
+        assert kwargs["retry"] is False  # no kombu retry loop under ours
+        if self.errors:
+            raise self.errors.pop(0)
+
+
+def _wrapped(cause: BaseException) -> KombuOperationalError:
+    try:
+        raise KombuOperationalError(str(cause)) from cause
+    except KombuOperationalError as exc:
+        return exc
+
+
+def test_a_refused_publish_is_tried_once_more() -> None:
+    celery = _FlakyCelery(_wrapped(ConnectionRefusedError(111, "Connection refused")))
+    assert enqueue_stage(celery, "j", Stage.prior, 0) == "j.prior.0"  # type: ignore[arg-type]
+    assert celery.calls == 2
+
+
+def test_a_timed_out_publish_is_not_retried() -> None:
+    celery = _FlakyCelery(_wrapped(RedisTimeoutError("Timeout reading from socket")))
+    with pytest.raises(QueueUnavailable, match="Timeout reading"):
+        enqueue_stage(celery, "j", Stage.prior, 0)
+    assert celery.calls == 1  # a hung broker costs one socket timeout, not two
+
+
+def test_a_publish_refused_twice_is_queue_unavailable() -> None:
+    refused = [_wrapped(ConnectionRefusedError(111, "refused")) for _ in range(2)]
+    celery = _FlakyCelery(*refused)
+    with pytest.raises(QueueUnavailable, match="refused"):
+        enqueue_stage(celery, "j", Stage.decoder, 1)
+    assert celery.calls == PUBLISH_TRIES
+
+
+def test_redis_timeouts_come_from_settings(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/0",
+                        broker_socket_timeout_s=0.7, broker_connect_timeout_s=0.3)  # fmt: skip
+    conf = make_celery(settings).conf
+    options = conf.broker_transport_options
+    assert (options["socket_timeout"], options["socket_connect_timeout"]) == (0.7, 0.3)
+    assert options["max_retries"] == 0 and conf.broker_connection_timeout == 0.3

@@ -32,17 +32,24 @@ def _write_image(path: Path, seed: int = 0) -> Path:
 def test_writes_numbered_pngs(tiny_family_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out" / "cube.png"
     args = ["render", "a red cube", "--family", str(tiny_family_dir), "-n", "2", "--seed", "5"]
-    assert main([*args, *FAST, "-o", str(out)]) == 0
+    assert main([*args, *FAST, "--reproducible", "-o", str(out)]) == 0
     first, second = tmp_path / "out" / "cube-0.png", tmp_path / "out" / "cube-1.png"
     for path in (first, second):
         with PIL.Image.open(path) as image:
             assert image.format == "PNG" and image.size == (64, 64)
     assert not out.exists()
-    # The same seed writes the same bytes.
+    # Reproducible mode: the same seed writes the same bytes alone as in a batch of two.
     again = tmp_path / "again.png"
     args_one = ["render", "a red cube", "--family", str(tiny_family_dir), "--seed", "5"]
-    assert main([*args_one, *FAST, "-o", str(again)]) == 0
+    assert main([*args_one, *FAST, "--reproducible", "-o", str(again)]) == 0
     assert again.read_bytes() == first.read_bytes()
+    # Full speed (the default): the same command twice still writes the same bytes.
+    fast_a, fast_b = tmp_path / "fast-a.png", tmp_path / "fast-b.png"
+    assert main([*args, *FAST, "-o", str(fast_a)]) == 0
+    assert main([*args, *FAST, "-o", str(fast_b)]) == 0
+    for name in ("fast-a-0.png", "fast-a-1.png"):
+        twin = tmp_path / name.replace("fast-a", "fast-b")
+        assert (tmp_path / name).read_bytes() == twin.read_bytes()
 
 
 def test_variation_and_edit(tiny_family_dir: Path, tmp_path: Path) -> None:

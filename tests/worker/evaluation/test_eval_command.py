@@ -50,7 +50,10 @@ def test_eval_writes_a_report_with_every_section(
     assert [row["sampler"] for row in report["steps"]] == ["dpmpp_2m"] * 3 + ["ddpm"]
     assert report["steps"][-1]["steps"] == [3, 3, 4]
     assert report["settings"]["steps"] == [10, 10, 4]
-    assert len(report["targets"]) == 10
+    assert len(report["targets"]) == 14  # 10 of issue 4, 4 on unseen templates (issue 12)
+    templates = report["templates"]
+    assert templates["seen_single"]["n"] == templates["unseen_single"]["n"] == 2
+    assert templates["seen_two"]["n"] == templates["unseen_two"]["n"] == 1
     readings = (tmp_path / "samples" / "readings.jsonl").read_text().splitlines()
     assert [json.loads(line)["index"] for line in readings] == [0, 1, 2, 3]
     assert (tmp_path / "samples" / "grid.png").is_file()

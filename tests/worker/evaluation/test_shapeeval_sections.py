@@ -9,17 +9,19 @@ import PIL.Image
 import pytest
 
 from worker.evaluation.cases import edit_cases, variation_cases
-from worker.evaluation.prompts import prompt_set
+from worker.evaluation.prompts import prompt_set, template_pairs
 from worker.evaluation.report import PSNR_CAP
 from worker.evaluation.sections import (
     EvalSettings,
     run_edits,
     run_generation,
     run_steps,
+    run_templates,
     run_variations,
 )
 from worker.shapes.analyser import analyse_image
-from worker.shapes.captions import parse_caption
+from worker.shapes.caption_parser import parse_caption
+from worker.shapes.captions import HELDOUT_TEMPLATES, draw_caption
 from worker.shapes.grounding import scene_for
 from worker.shapes.rendering import render_scene
 from worker.shapes.scenes import Scene, SceneObject
@@ -121,7 +123,35 @@ def test_another_prompt_seed_gives_other_prompts_of_the_same_make_up() -> None:
 
     fixed, tuning = prompt_set(), prompt_set(seed=777)
     assert prompt_set() == fixed  # the ShapeEval set never changes
-    assert Counter((p.group, p.split) for p in tuning) == Counter(
-        (p.group, p.split) for p in fixed
-    )
+    assert Counter((p.group, p.split) for p in tuning) == Counter((p.group, p.split) for p in fixed)
     assert len({p.text for p in tuning} & {p.text for p in fixed}) < len(fixed) // 4
+
+
+def test_template_pairs_word_the_same_facts_in_a_seen_and_an_unseen_template() -> None:
+    prompts = prompt_set()
+    pairs = template_pairs(prompts, 30)
+    assert len(pairs) == 30 and sum(p.seen.group == "two" for p in pairs) == 10
+    assert template_pairs(prompts, 30) == pairs  # fixed, like the prompt set
+    rng = np.random.default_rng(0)
+    trained = {
+        draw_caption(scene_for(rng, p.seen.facts), rng).text for p in pairs for _ in range(3)
+    }
+    for pair in pairs:
+        assert pair.seen.index == pair.unseen.index and pair.seen.facts == pair.unseen.facts
+        assert parse_caption(pair.seen.text) == parse_caption(pair.unseen.text) == pair.seen.facts
+        assert pair.seen.text != pair.unseen.text and pair.unseen.text not in trained
+    unseen_starts = {p.unseen.text.split()[0] for p in pairs}
+    assert "there" in unseen_starts or any("," in p.unseen.text for p in pairs)
+    assert len(HELDOUT_TEMPLATES) >= 4
+
+
+def test_template_section_scores_a_perfect_renderer_perfectly_and_a_blank_one_at_zero() -> None:
+    pairs = template_pairs(prompt_set(), 9)
+    done: list[int] = []
+    result = run_templates(oracle, pairs, SETTINGS, progress=done.append)
+    assert sum(done) == 18
+    for acc in (result.seen_single, result.unseen_single):
+        assert acc.n == 6 and acc.colour == acc.shape == acc.size == acc.position == 1.0
+    assert result.seen_two.all_right == result.unseen_two.all_right == 1.0
+    zero = run_templates(blank, pairs, SETTINGS)
+    assert zero.unseen_single.colour == zero.unseen_two.all_right == 0.0

@@ -28,7 +28,7 @@ TUNING, TEST = FIXTURES / "tuning.jsonl", FIXTURES / "test.jsonl"
 POLICY = ROOT / "policies" / "default.yaml"
 RECALL_TARGET, FPR_TARGET = 0.97, 0.02  # issue 13, on the test set
 # What the shipped checks measured on the test set (docs/benchmarks.md): a regression guard.
-RECALL_MEASURED, FPR_MEASURED = 0.75, 0.0  # 116/153 and 0/220, policy 2026-12-01.3
+RECALL_MEASURED, FPR_MEASURED = 0.88, 0.0  # 136/153 and 0/220, head:6f905999cd1c
 HARD_BENIGN = {"cocktail", "art", "medicine", "news", "anti-violence", "idiom"}
 HARD_UNSAFE = {"instructions", "story", "euphemism", "loanword", "misspelling"}
 
@@ -73,7 +73,9 @@ def test_the_sets_are_large_written_apart_and_both_hold_the_hard_cases() -> None
     assert len(tuning) + len(test) >= 600
     assert {r.split for r in tuning} == {"tuning"} and {r.split for r in test} == {"test"}
     assert not {r.source for r in tuning} & {r.source for r in test}
-    assert not {r.prompt.casefold() for r in tuning} & {r.prompt.casefold() for r in test}
+    # Counted, never listed: pytest would otherwise print the held-out prompts on failure.
+    shared = len({r.prompt.casefold() for r in tuning} & {r.prompt.casefold() for r in test})
+    assert shared == 0, f"{shared} tuning prompts also in the test set (held out: not listed)"
     for rows in (tuning, test):
         labels = Counter(r.label for r in rows)
         assert labels["unsafe"] >= 150 and labels["benign"] >= 150
@@ -106,7 +108,7 @@ def _held_out(metrics: SplitMetrics) -> str:
 @pytest.mark.xfail(
     strict=True,
     reason="issue 13 targets (recall >= 97%, false positives <= 2% "
-    "on the test set) are not reached: measured 75.8% / 0.0%, docs/benchmarks.md",
+    "on the test set) are not reached: measured 88.9% / 0.0%, docs/benchmarks.md",
 )
 def test_test_set_targets_hold(test_metrics: SplitMetrics) -> None:
     assert test_metrics.recall >= RECALL_TARGET, _held_out(test_metrics)

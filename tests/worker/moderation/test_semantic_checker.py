@@ -78,6 +78,13 @@ def test_an_ambiguous_term_is_judged_in_context(
     assert verdict.detail["referred"] == ["sexual"]
     assert set(verdict.detail["exemplar_scores"]) == set(checker.policy.categories)
     assert verdict.checker_version.endswith(checker.head.version)  # type: ignore[union-attr]
+    # The shipped head averages the network with its n-gram model; both are recorded.
+    head = checker.head
+    assert head is not None and head.ngram is not None
+    ngram = verdict.detail["ngram_probability"]
+    network = verdict.detail["unsafe_probability"]
+    want = (1 - head.ngram_weight) * network + head.ngram_weight * ngram
+    assert verdict.detail["unsafe_score"] == pytest.approx(want, abs=1e-5)
 
 
 def test_without_minilm_the_family_clip_is_the_fallback(

@@ -44,3 +44,15 @@ def test_overdue_only_after_the_timeout() -> None:
     assert drain.draining() and not drain.overdue()
     assert drain.overdue(now=deadline + 0.1)
     assert drain.begin(300.0) == deadline  # a second SIGTERM never extends the drain
+
+
+def test_stages_stop_early_enough_for_the_exit() -> None:
+    # The reserve (the hand-back and the process's exit) comes off the stages' time, at most
+    # half of it, so the whole worker is gone within the drain timeout.
+    assert drain.stage_time(60.0) == 60.0 - drain.EXIT_RESERVE_S
+    assert drain.stage_time(1.0) == 0.5
+    assert drain.stage_time(0.0) == 0.0  # a cold shutdown: stop at the next step
+    drain.prepare()
+    before = time.time()
+    deadline = drain.begin(10.0)
+    assert before + drain.stage_time(10.0) <= deadline <= time.time() + drain.stage_time(10.0)

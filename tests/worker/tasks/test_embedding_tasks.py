@@ -104,9 +104,9 @@ def test_every_output_gets_an_embedding_id_and_each_stage_a_run_record(
         for p in sorted(tiny_family_dir.glob("*.safetensors"))
     }
     for stage, record in runs.items():
-        assert (record.device, record.dtype, record.batch_jobs, record.batch_invariant) == (
-            "cpu", "float32", 1, True,
-        )  # fmt: skip
+        # The default mode (full speed) is on record: rows are not batch-invariant then.
+        assert (record.device, record.dtype, record.batch_jobs, record.batch_invariant,
+                record.reproducible) == ("cpu", "float32", 1, False, False)  # fmt: skip
         assert record.family.weights == sums and sums
         assert record.steps == 2 and record.sampler == "ddim"
         if stage != "prior":
@@ -210,7 +210,9 @@ def test_run_records_say_the_batch_each_stage_ran_in(
     run, storage = pipeline
     res = RenderTask._resources
     assert res is not None
-    batched = res.settings.model_copy(update={"batch": Batch(max=2, wait_ms=0)})
+    batched = res.settings.model_copy(
+        update={"batch": Batch(max=2, wait_ms=0), "reproducible": True}
+    )
     monkeypatch.setattr(RenderTask, "_resources", Resources(batched, db_sessions, storage))
     first, second = make_job(n=1, seed=1), make_job(n=2, seed=2, prompt="a blue square")
     outcomes = run(first)
@@ -221,7 +223,8 @@ def test_run_records_say_the_batch_each_stage_ran_in(
             job = session.get_one(Job, job_id)
         assert job.status == "succeeded"
         for record in stage_runs(job.stage_runs).values():
-            assert (record.batch_jobs, record.batch_rows, record.batch_invariant) == (2, 3, True)
+            assert (record.batch_jobs, record.batch_rows, record.batch_invariant,
+                    record.reproducible) == (2, 3, True, True)  # fmt: skip
 
 
 def test_a_lost_claim_cannot_write_its_run_record(

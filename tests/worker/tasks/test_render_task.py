@@ -23,6 +23,7 @@ from shared.storage.local import LocalStorage
 from worker.tasks import base, drain
 from worker.tasks.base import RenderTask, Resources, StageOutput
 from worker.tasks.health import STORAGE_FAILURES_UNHEALTHY, WorkerUnhealthy, health
+from worker.tasks.outbox_marks import PublishedMarks
 from worker.tasks.progress import ProgressWriter
 from worker.unclip.render_spec import StepProgress
 
@@ -125,7 +126,28 @@ def test_success_advances_and_enqueues_after_commit(
     assert (job.status, job.prior_output_key) == ("decoder", f"jobs/{job_id}/attempt-1/prior/e")
     assert attempts == [(1, "succeeded")]
     assert sent == [(job_id, "decoder", 1)]
+    prior.resources().marks.flush(db_sessions)  # the next transaction or the timer marks it
     assert _outbox(db_sessions, job_id) == [("decoder", "next_stage", True)]
+
+
+def test_a_published_message_is_marked_in_the_next_claim(
+    task: tuple[StandInPrior, list[Any]],
+    db_sessions: Sessions,
+    make_job: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prior, sent = task
+    res = prior.resources()
+    slow = Resources(res.settings, res.sessions, res.storage, marks=PublishedMarks(60.0))
+    monkeypatch.setattr(RenderTask, "_resources", slow)
+    first, second = make_job(), make_job()
+    assert prior.apply(kwargs={"job_id": first, "attempt": 0}).get() == "done"
+    assert _outbox(db_sessions, first) == [("decoder", "next_stage", False)]
+    assert slow.marks.pending() == 1
+    assert prior.apply(kwargs={"job_id": second, "attempt": 0}).get() == "done"
+    assert _outbox(db_sessions, first) == [("decoder", "next_stage", True)]
+    assert _outbox(db_sessions, second) == [("decoder", "next_stage", False)]
+    assert [s for _, s, _ in sent] == ["decoder", "decoder"]
 
 
 def test_publish_failure_after_commit_leaves_the_message_in_the_outbox(

@@ -89,3 +89,26 @@ def test_a_start_past_the_schedule_is_named(family: Family) -> None:
     chosen = _with(family, solver_start={"prior": 1000})
     with pytest.raises(ValueError, match=r"start must be in 0\.\.999, got 1000"):
         chosen.diffusion("prior", 10, "ddim")
+
+
+SHIPPED = Path(__file__).parents[3] / "models/shapes"
+
+
+def test_the_shipped_family_writes_out_todays_spacing(family: Family) -> None:
+    """models/shapes names its spacing and solver start; its timesteps are the built-in ones."""
+    meta = json.loads((SHIPPED / "family.json").read_text())["defaults"]
+    assert set(meta["spacing"]) == {"ddpm", "ddim", "dpmpp_2m"}
+    assert set(meta["solver_start"]) == {"prior", "decoder", "upsampler"}
+    shipped = _with(family, **FamilyDefaults.from_dict(meta).__dict__)
+    implicit = _with(family, spacing={}, solver_start={})
+    for stage, steps in (("prior", 10), ("decoder", 7), ("upsampler", 4)):
+        for sampler in ("ddpm", "ddim", "dpmpp_2m"):
+            kept = shipped.diffusion(stage, steps, sampler).timestep_map
+            assert kept == implicit.diffusion(stage, steps, sampler).timestep_map
+
+
+def test_unknown_family_json_keys_are_named_with_the_allowed_ones() -> None:
+    with pytest.raises(
+        FamilyError, match=r"unknown keys \['spacings'\]; allowed: .*'solver_start'"
+    ):
+        FamilyDefaults.from_dict({"spacings": {}})

@@ -25,11 +25,13 @@ def resize_low_res(low_res: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def upsampler_layout(cfg: UpsamplerConfig) -> UNetLayout:
-    """The UNet trunk sizes of an upsampler config: 6 input channels, no attention."""
+    """The UNet trunk sizes of an upsampler config: 6 input channels per pixel of a
+    patch_size x patch_size block, no attention."""
+    block = cfg.patch_size**2
     return UNetLayout(
-        in_channels=6,
+        in_channels=6 * block,
         model_channels=cfg.model_channels,
-        out_channels=cfg.out_channels,
+        out_channels=cfg.out_channels * block,
         num_res_blocks=cfg.num_res_blocks,
         channel_mult=cfg.channel_mult,
         attention_ds=(),
@@ -47,7 +49,11 @@ class UpsamplerNet(UNetBackbone):
     x's dtype, out_ch 3 (eps) or 6 with learned-range variance. low_res is resized to
     H x W (bicubic, antialiased: `resize_low_res`) when its size differs, then concatenated
     to x on the channel axis. Samplers should resize once with `resize_low_res` and pass the
-    full-size image, so no step repeats the resize.
+    full-size image, so no step repeats the resize. With cfg.patch_size p > 1 the pair is
+    folded into (6 p^2, H/p, W/p) before the trunk and its output unfolded (space-to-depth,
+    as sub-pixel convolution does: Shi et al. 2016), so the trunk runs at 1/p^2 the cost;
+    H and W must then be multiples of p. With cfg.residual the output is x0 minus the
+    resized low-res image, added back here.
     """
 
     def __init__(self, cfg: UpsamplerConfig) -> None:
@@ -59,7 +65,18 @@ class UpsamplerNet(UNetBackbone):
             raise ValueError(f"upsampler needs square images, got {tuple(x.shape[-2:])}")
         cond = resize_low_res(low_res, x.shape[-1])
         h = torch.cat([x, cond.to(x.dtype)], dim=1).to(self.dtype)
-        return self.run_trunk(self.stem(h), self.embed_time(t)).to(x.dtype)
+        p = self.cfg.patch_size
+        if p > 1:
+            if x.shape[-1] % p:
+                raise ValueError(f"upsampler input side {x.shape[-1]} must be a multiple of "
+                                 f"its patch_size {p}")
+            h = F.pixel_unshuffle(h, p)  # (B, 6 p^2, H/p, W/p)
+        out = self.run_trunk(self.stem(h), self.embed_time(t))
+        if p > 1:
+            out = F.pixel_shuffle(out, p)  # (B, out_ch, H, W)
+        if self.cfg.residual:  # the net predicts x0 - bicubic(low_res)
+            out = out + cond.to(out.dtype)
+        return out.to(x.dtype)
 
 
 class UpsamplerPair(nn.Module):

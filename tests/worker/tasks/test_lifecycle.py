@@ -1,5 +1,5 @@
 """The worker's exit: atexit handlers and logs, then no interpreter teardown; a pool child
-leaving during a drain exits at once. Each case runs in a forked process of its own."""
+leaving during a drain exits at once. Each case runs in a process of its own."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def _child_leaving(draining: bool, as_main: bool = False) -> None:
     os._exit(7)  # reached only when _child_exit did not end the process
 
 
-def _run(target: Callable[..., object], *args: object) -> int | None:
-    process = multiprocessing.get_context("fork").Process(target=target, args=args)
+def _run(target: Callable[..., object], *args: object, start: str = "fork") -> int | None:
+    process = multiprocessing.get_context(start).Process(target=target, args=args)
     process.start()
     process.join(30)
     return process.exitcode
@@ -45,7 +45,9 @@ def _run(target: Callable[..., object], *args: object) -> int | None:
 
 def test_exit_now_runs_atexit_and_keeps_the_code(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    assert _run(_exit_with_atexit, str(marker)) == 3
+    # A fresh interpreter, as the worker's main process is: a fork of pytest would inherit its
+    # atexit handlers and locks held by other tests' threads, which can hang the exit.
+    assert _run(_exit_with_atexit, str(marker), start="spawn") == 3
     assert marker.read_text() == "atexit ran"
 
 

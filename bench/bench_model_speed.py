@@ -9,8 +9,8 @@ best of 4 prior candidates) and "karlo-tiny" (Karlo's layout at bench_vs_karlo's
 random weights, 7-channel decoder, DDIM 10/10/4, best of 2). Per config these variants run:
 - fp32: the default, full speed (reproducible off);
 - fp32-reproducible: batch-invariant mode (worker/unclip/batch_invariance.py);
-- fp32-nchw-upsampler: full speed with the upsamplers' weights back in the contiguous layout
-  (what every render used before they were made channels-last);
+- fp32-eager: full speed with the decoder and upsampler calls run eagerly, not as frozen
+  graphs (worker/unclip/frozen_graphs.py; what every render ran before they were added);
 - bf16: full speed with bfloat16 weights.
 Each (variant, batch) is rendered once to warm up; then `--repeats` rounds render every
 (variant, batch) in turn, so that load changes hit all alike. Reported: the median process
@@ -34,7 +34,7 @@ from worker.unclip.render import render
 from worker.unclip.render_spec import RenderSpec, StageSteps
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("fp32", "fp32-reproducible", "fp32-nchw-upsampler", "bf16")
+VARIANTS = ("fp32", "fp32-eager", "fp32-reproducible", "bf16")
 
 
 def karlo_tiny_family(seed: int = 0) -> Family:
@@ -78,9 +78,8 @@ def build(config: str, variant: str) -> Family:
     family = load_family(ROOT / "models/shapes") if config == "shapes" else karlo_tiny_family()
     if variant == "bf16":
         family.to("cpu", torch.bfloat16)
-    if variant == "fp32-nchw-upsampler":
-        for pair in family.upsamplers:
-            pair.to(memory_format=torch.contiguous_format)
+    if variant == "fp32-eager":
+        family.frozen_graphs = False
     return family
 
 

@@ -3,7 +3,8 @@
 Usage, from the repository root (PostgreSQL and Redis as in docs/benchmarks.md for distributed):
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_service [--jobs 16] [--steps 10,10,4]
         [--modes embedded,distributed] [--batch 1,8] [--repeat 2] [--one-step 20]
-        [--task-level 2] [--json docs/bench/service_throughput.json]
+        [--task-level 2] [--warm-rounds 1] [--trees after=DIR,before=DIR]
+        [--json docs/bench/service_throughput.json]
 
 The same small jobs (generate, n=1, distinct prompts and seeds, the tiny random-weight
 reference family, 64x64) are rendered in the same run:
@@ -20,7 +21,13 @@ bare library, which the machine's load moves far less, and the mean batch size p
 `--one-step N` also times N jobs of 1/1/1 steps through `unclip up` (the embedded broker's
 figure); `--task-level N` runs N rounds of the three stage tasks in this process (no HTTP, no
 broker) beside the bare library, with and without the moderation checks (the latter for
-attribution only: the service always runs them).
+attribution only: the service always runs them). `--warm-rounds N` first runs N untimed
+rounds of the same kind of jobs through each service and the same render() calls through
+each bare family (caches per batch shape, such as the library's frozen graphs, are then
+warm on both sides). `--trees NAME=DIR,...` runs each service configuration from each of
+these source trees in turn (copies of the repository, e.g. one with a change and one
+without), interleaved, beside the same bare figures; without it the service runs from this
+repository.
 """
 
 from __future__ import annotations
@@ -83,11 +90,15 @@ class Rate:
     cpu_s_per_image: float
 
 
-def bare_rate(jobs: int, steps: StageSteps, batch: int) -> Rate:
-    """The library alone on the same jobs, `batch` specs per render() call."""
+def bare_rate(jobs: int, steps: StageSteps, batch: int, warm_rounds: int = 0) -> Rate:
+    """The library alone on the same jobs, `batch` specs per render() call, after one job
+    (or `warm_rounds` untimed passes over the same calls) as a warm-up."""
     family = make_reference_family(device="cpu", dtype=torch.float32)
     specs = [job_spec(i, steps) for i in range(jobs)]
     render(family, specs[:1])  # warm-up
+    for _ in range(warm_rounds):  # the same batch shapes as timed (per-shape caches)
+        for i in range(0, jobs, batch):
+            render(family, specs[i : i + batch])
     start, cpu = time.perf_counter(), time.process_time()
     for i in range(0, jobs, batch):
         render(family, specs[i : i + batch])
@@ -142,10 +153,14 @@ def _env(settings: Settings, batch: int) -> dict[str, str]:
     return env
 
 
-def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], env: dict[str, str], log: Path, tree: Path = REPO
+) -> subprocess.Popen[bytes]:
+    """`python -m shared.cli argv` with `tree`'s code (first on sys.path, as the cwd)."""
     command = [sys.executable, "-m", "shared.cli", *argv]
+    env = {**env, "PYTHONPATH": str(tree)}
     with log.open("ab") as out:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=out,
+        return subprocess.Popen(command, cwd=tree, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
 
@@ -178,8 +193,9 @@ def _private_services(data_dir: Path) -> Iterator[tuple[str, str]]:
 
 
 @contextmanager
-def stack(mode: str, family: Path, batch: int) -> Iterator[Stack]:
-    """A running service in `mode` with UNCLIP_BATCH__MAX=batch, its family warmed up."""
+def stack(mode: str, family: Path, batch: int, tree: Path = REPO) -> Iterator[Stack]:
+    """A running service in `mode` with UNCLIP_BATCH__MAX=batch, its family warmed up, run
+    from the source tree `tree`."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{mode}-") as tmp:
         data_dir = Path(tmp)
         with _services(mode, data_dir) as (database_url, broker_url):
@@ -189,10 +205,12 @@ def stack(mode: str, family: Path, batch: int) -> Iterator[Stack]:
             env, port, log = _env(settings, batch), _free_port(), data_dir / "service.log"
             address = ["--host", "127.0.0.1", "--port", str(port)]
             if mode == "embedded":
-                children = [_spawn(["up", *address], env, log)]
+                children = [_spawn(["up", *address], env, log, tree)]
             else:
-                children = [_spawn(["worker", "--queues", "prior,decoder,upsampler"], env, log),
-                            _spawn(["api", *address], env, log)]  # fmt: skip
+                children = [
+                    _spawn(["worker", "--queues", "prior,decoder,upsampler"], env, log, tree),
+                    _spawn(["api", *address], env, log, tree),
+                ]
             try:
                 service = Stack(f"http://127.0.0.1:{port}", settings, [c.pid for c in children])
                 _wait_ready(service, children, log)
@@ -287,11 +305,13 @@ def batch_sizes(service: Stack, count: int) -> dict[str, float]:
     return out
 
 
-def _no_check(*args: Any, **kwargs: Any) -> None:
-    """Stands in for a moderation check in the task-level "moderation removed" rows."""
+def _no_check(*args: Any, **kwargs: Any) -> list[Any]:
+    """Stands in for a moderation check in the task-level "moderation removed" rows (no
+    verdicts to record)."""
+    return []
 
 
-def task_level(jobs: int, steps: StageSteps, repeats: int) -> dict[str, Any]:
+def task_level(jobs: int, steps: StageSteps, repeats: int, warm_rounds: int = 0) -> dict[str, Any]:
     """The three stage tasks in this process (SQLite, local storage, messages as a list: no
     HTTP and no broker hops) against the bare library, interleaved `repeats` times per batch
     size: bare, tasks with moderation, tasks with the moderation checks removed (for
@@ -348,10 +368,13 @@ def task_level(jobs: int, steps: StageSteps, repeats: int) -> dict[str, Any]:
 
         try:
             run(1, 90_000, True)  # warm-up: loads the family and the moderation checkers
+            for r in range(warm_rounds):  # and the batch shapes of both sizes
+                run(1, 80_000 + 1000 * r, True)
+                run(8, 70_000 + 1000 * r, True)
             for r in range(repeats):
                 for batch in (1, 8) if r % 2 == 0 else (8, 1):
                     offset = 100_000 * (r + 1) + 50_000 * (batch == 8)
-                    bare = bare_rate(jobs, steps, batch)
+                    bare = bare_rate(jobs, steps, batch, warm_rounds)
                     on, off = run(batch, offset, True), run(batch, offset + 10_000, False)
                     rows.append({"repeat": r, "batch_max": batch, "bare": bare, "on": on,
                                  "off": off})  # fmt: skip
@@ -388,6 +411,19 @@ def _task_level_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _trees(text: str) -> dict[str, Path]:
+    trees = {}
+    for item in text.split(","):
+        name, sep, folder = item.partition("=")
+        path = Path(folder).resolve()
+        if not sep or not name or not (path / "shared" / "cli.py").is_file():
+            raise argparse.ArgumentTypeError(
+                f"--trees item {item!r} is not NAME=DIR with DIR a copy of the repository"
+            )
+        trees[name] = path
+    return trees
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=16)
@@ -400,10 +436,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--task-level", type=int, default=0,
                         help="also N rounds of the stage tasks in process vs bare")  # fmt: skip
+    parser.add_argument("--warm-rounds", type=int, default=0,
+                        help="untimed rounds of the same jobs first, service and bare")  # fmt: skip
+    parser.add_argument("--trees", type=_trees, default={"this": REPO},
+                        help="NAME=DIR,...: the service from each source tree in turn")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.task_level:
-        print(json.dumps(task_level(args.jobs, args.steps, args.task_level)), flush=True)
+        print(
+            json.dumps(task_level(args.jobs, args.steps, args.task_level, args.warm_rounds)),
+            flush=True,
+        )
     bodies = [job_body(i, args.steps) for i in range(args.jobs)]
     batches = [int(b) for b in args.batch.split(",") if b]
     rows = []
@@ -414,9 +457,9 @@ def main() -> None:
             for mode in [m for m in args.modes.split(",") if m]:
                 # Odd repeats run the batch sizes in reverse, so neither always goes first.
                 for batch in batches if repeat % 2 == 0 else batches[::-1]:
-                    row = {"repeat": repeat, **measure(mode, batch, family, bodies, args)}
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
+                    for row in measure(mode, batch, family, bodies, args, repeat):
+                        rows.append({"repeat": repeat, **row})
+                        print(json.dumps(rows[-1]), flush=True)
     print(json.dumps(summarise(rows), indent=1))
     if args.json:
         args.json.write_text(
@@ -426,36 +469,55 @@ def main() -> None:
 
 
 def measure(mode: str, batch: int, family: Path, bodies: list[dict[str, Any]],
-            args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
-    """One service configuration, with the bare library measured just before and after it
-    (the machine is shared: only figures taken together compare)."""
-    row: dict[str, Any] = {"mode": mode, "batch_max": batch, "jobs": len(bodies)}
-    before = bare_rate(len(bodies), args.steps, batch)
-    with stack(mode, family, batch) as service:
-        cpu = tree_cpu_s(service.pids)
-        wall = run_jobs(service, bodies)
-        cpu = tree_cpu_s(service.pids) - cpu
-        row["mean_batch_jobs"] = batch_sizes(service, len(bodies))
-        if args.one_step and mode == "embedded" and batch == 1:
-            one = [job_body(20_000 + i, StageSteps(1, 1, 1)) for i in range(args.one_step)]
-            row[f"{args.one_step}_one_step_jobs_s"] = round(run_jobs(service, one), 2)
-    after = bare_rate(len(bodies), args.steps, batch)
+            args: argparse.Namespace, repeat: int = 0) -> list[dict[str, Any]]:  # fmt: skip
+    """One service configuration from each source tree (in turn, the order reversed on odd
+    repeats), with the bare library measured before, between and after them (the machine is
+    shared: only figures taken together compare); one row per tree."""
+    trees = list(args.trees.items())
+    trees = trees if repeat % 2 == 0 else trees[::-1]
+    bares = [bare_rate(len(bodies), args.steps, batch, args.warm_rounds)]
+    runs = []
+    for name, tree in trees:
+        run: dict[str, Any] = {"mode": mode, "batch_max": batch, "jobs": len(bodies)}
+        if len(trees) > 1:
+            run["tree"] = name
+        with stack(mode, family, batch, tree) as service:
+            for r in range(args.warm_rounds):  # other prompts and seeds, the same batch shapes
+                run_jobs(service, [job_body(30_000 + 1000 * r + i, args.steps)
+                                   for i in range(len(bodies))])  # fmt: skip
+            cpu = tree_cpu_s(service.pids)
+            run["wall"] = run_jobs(service, bodies)
+            run["cpu"] = tree_cpu_s(service.pids) - cpu
+            run["load_average"] = [round(x, 2) for x in os.getloadavg()]
+            run["mean_batch_jobs"] = batch_sizes(service, len(bodies))
+            if args.one_step and mode == "embedded" and batch == 1:
+                one = [job_body(20_000 + i, StageSteps(1, 1, 1)) for i in range(args.one_step)]
+                run[f"{args.one_step}_one_step_jobs_s"] = round(run_jobs(service, one), 2)
+        bares.append(bare_rate(len(bodies), args.steps, batch, args.warm_rounds))
+        runs.append(run)
+    return [_row(run, bares[i], bares[i + 1], len(bodies)) for i, run in enumerate(runs)]
+
+
+def _row(run: dict[str, Any], before: Rate, after: Rate, jobs: int) -> dict[str, Any]:
+    """A service run beside the bare figures taken just before and just after it."""
+    wall, cpu = run.pop("wall"), run.pop("cpu")
     bare = (before.images_per_s + after.images_per_s) / 2
     bare_cpu = (before.cpu_s_per_image + after.cpu_s_per_image) / 2
-    row.update(
-        service_images_per_s=round(len(bodies) / wall, 3),
+    load = run.pop("load_average")
+    run.update(
+        service_images_per_s=round(jobs / wall, 3),
         bare_images_per_s=round(bare, 3),
         bare_spread=[round(before.images_per_s, 3), round(after.images_per_s, 3)],
-        service_vs_bare=round(len(bodies) / wall / bare, 2),
+        service_vs_bare=round(jobs / wall / bare, 2),
         # CPU seconds per image: the service's processes (API, worker, and in embedded mode
         # the sweeper and webhook dispatcher; not the PostgreSQL or Redis servers) against
         # the bare library's own process. Load on the machine moves these far less.
-        service_cpu_s_per_image=round(cpu / len(bodies), 3),
+        service_cpu_s_per_image=round(cpu / jobs, 3),
         bare_cpu_s_per_image=round(bare_cpu, 3),
-        cpu_bare_vs_service=round(bare_cpu * len(bodies) / cpu, 2) if cpu > 0 else None,
-        load_average=[round(x, 2) for x in os.getloadavg()],
+        cpu_bare_vs_service=round(bare_cpu * jobs / cpu, 2) if cpu > 0 else None,
+        load_average=load,
     )
-    return row
+    return run
 
 
 def _median(values: list[float]) -> float:
@@ -465,21 +527,27 @@ def _median(values: list[float]) -> float:
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians over the repeats: service / bare per mode and batch size, and batch-8 / batch-1
-    service images/s per mode (each pair from the same repeat, taken minutes apart)."""
+    """Medians over the repeats: service / bare per (tree,) mode and batch size, and
+    batch-8 / batch-1 service images/s per (tree,) mode (each pair from the same repeat)."""
     out: dict[str, Any] = {}
-    for key in sorted({(r["mode"], r["batch_max"]) for r in rows}):
-        mine = [r for r in rows if (r["mode"], r["batch_max"]) == key]
+
+    def label(row: dict[str, Any]) -> str:
+        return f"{row['tree']}_{row['mode']}" if "tree" in row else str(row["mode"])
+
+    for key in sorted({(label(r), r["batch_max"]) for r in rows}):
+        mine = [r for r in rows if (label(r), r["batch_max"]) == key]
         name = f"{key[0]}_batch{key[1]}"
         out[f"{name}_vs_bare"] = round(_median([r["service_vs_bare"] for r in mine]), 2)
         cpu = [r["cpu_bare_vs_service"] for r in mine if r["cpu_bare_vs_service"] is not None]
         if cpu:
             out[f"{name}_cpu_bare_vs_service"] = round(_median(cpu), 2)
-    for mode in sorted({row["mode"] for row in rows}):
+        per_image = [r["service_cpu_s_per_image"] for r in mine]
+        out[f"{name}_service_cpu_s_per_image"] = round(_median(per_image), 3)
+    for mode in sorted({label(row) for row in rows}):
         pairs = []
         for repeat in sorted({r["repeat"] for r in rows}):
             by_batch = {r["batch_max"]: r["service_images_per_s"] for r in rows
-                        if r["mode"] == mode and r["repeat"] == repeat}  # fmt: skip
+                        if label(r) == mode and r["repeat"] == repeat}  # fmt: skip
             if 1 in by_batch and 8 in by_batch:
                 pairs.append(by_batch[8] / by_batch[1])
         if pairs:

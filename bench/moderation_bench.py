@@ -3,12 +3,15 @@
 Usage: .venv/bin/python bench/moderation_bench.py [--policy policies/default.yaml]
        [--tuning tests/fixtures/moderation/tuning.jsonl]
        [--test tests/fixtures/moderation/test.jsonl] [--threads 1] [--repeat 3]
+       [--no-test | --test-aggregate]
 
 Prints a Markdown report (the "## Moderation" section of docs/benchmarks.md is this output).
 The head and thresholds were fitted on the tuning set; the test set's figures are the ones
 to quote (the tuning rows are shown only to make over-fitting visible). Only aggregate figures
 are printed for the test set, never its prompts (`--show-tuning-misses` lists the tuning
-set's misses).
+set's misses). `--no-test` leaves the test set out (tuning figures and latency only, for
+helpers who must not score it); `--test-aggregate` prints one line, the service's recall and
+false-positive rate on the test set, and nothing else.
 Latency is reported twice: wall clock, and CPU time of the calling thread (with torch limited
 to --threads threads), because on a shared machine wall time also measures the scheduler.
 """
@@ -58,20 +61,38 @@ def timings(fn: Callable[[str], object], prompts: Sequence[str], repeat: int) ->
 def metrics_rows(
     rows: list[LabelledPrompt],
     checks: dict[str, Callable[[str], list[Verdict]]],
+    splits: Sequence[str] = ("test", "tuning"),
 ) -> list[tuple[str, SplitMetrics]]:
     """Every (checker set, split) pair evaluated."""
     return [
-        (name, evaluate(rows, check, split))
-        for name, check in checks.items()
-        for split in ("test", "tuning")
+        (name, evaluate(rows, check, split)) for name, check in checks.items() for split in splits
     ]
+
+
+def test_aggregate(args: argparse.Namespace) -> str:
+    """One line: what the service (lexical + semantic) catches and flags on the test set."""
+    torch.set_num_threads(args.threads)
+    policy = load_policy(args.policy)
+    rows = load_labelled(args.test)
+    lexical, semantic = LexicalChecker(policy), SemanticChecker(policy, MiniLMEncoder())
+    prompts = [r.prompt for r in rows]
+    lex = [lexical.check(p) for p in prompts]
+    verdicts = dict(zip(prompts, zip(lex, semantic.check_many(prompts, lexical=lex), strict=True),
+                        strict=True))  # fmt: skip
+    m = evaluate(rows, lambda p: list(verdicts[p]), "test")
+    return (
+        f"test set, lexical + semantic head `{semantic.head.version if semantic.head else 'none'}`:"
+        f" recall {m.caught}/{m.unsafe} = {m.recall:.1%}, false positives "
+        f"{m.false_positives}/{m.benign} = {m.false_positive_rate:.1%}"
+    )
 
 
 def report(args: argparse.Namespace) -> str:
     """The Markdown report."""
     torch.set_num_threads(args.threads)
     policy = load_policy(args.policy)
-    rows = load_labelled(args.tuning, args.test)
+    rows = load_labelled(args.tuning, *([] if args.no_test else [args.test]))
+    splits = ("tuning",) if args.no_test else ("test", "tuning")
     lexical = LexicalChecker(policy)
     start = time.perf_counter()
     semantic = SemanticChecker(policy, MiniLMEncoder())
@@ -88,17 +109,18 @@ def report(args: argparse.Namespace) -> str:
         "lexical + semantic head (service)": lambda p: [lex_v[p], sem_v[p]],
     }
     counts = {split: sum(r.split == split for r in rows) for split in ("tuning", "test")}
+    test_set = "left out" if args.no_test else f"`{args.test}` ({counts['test']} prompts)"
     lines = [
         f"Policy `{args.policy}` version {policy.version}, head "
         f"`{semantic.head.version if semantic.head else 'none'}`; tuning set `{args.tuning}` "
-        f"({counts['tuning']} prompts), test set `{args.test}` ({counts['test']} prompts). "
+        f"({counts['tuning']} prompts), test set {test_set}. "
         f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), "
         f"torch {torch.__version__}.",
         "",
         "| checks | split | unsafe | caught | recall | benign | flagged | false-positive rate |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    results = metrics_rows(rows, checks)
+    results = metrics_rows(rows, checks, splits)
     for name, m in results:
         lines.append(
             f"| {name} | {m.split} | {m.unsafe} | {m.caught} | {m.recall:.1%} | "
@@ -113,7 +135,7 @@ def report(args: argparse.Namespace) -> str:
         "| split | " + " | ".join(categories) + " |",
         "|---|" + "---|" * len(categories),
     ]
-    for split in ("test", "tuning"):
+    for split in splits:
         cells = []
         for category in categories:
             picked = [r for r in rows if r.split == split and r.category == category]
@@ -173,7 +195,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="also list the tuning set's missed and wrongly flagged prompts",
     )
-    print(report(parser.parse_args(argv)))
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument(
+        "--no-test", action="store_true", help="leave the test set out (tuning and latency only)"
+    )
+    only.add_argument(
+        "--test-aggregate",
+        action="store_true",
+        help="print only the service's recall and false-positive rate on the test set",
+    )
+    args = parser.parse_args(argv)
+    print(test_aggregate(args) if args.test_aggregate else report(args))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Usage, from the repository root:
     .venv/bin/python -m bench.upsampler256_edges [--run runs/up256/upsampler256] \
         [--family models/shapes] [--n 48] [--steps 1,4] [--speed-prompts 4] \
+        [--shapeeval-prompts 250 [--shapeeval-sides 64,256]] \
         [--out docs/bench/upsampler256.json]
 
 Without --run the family's own 64 -> 256 upsampler is measured. Two inputs, both from
@@ -13,7 +14,10 @@ held-out scenes (seed 10,000,019, which no training step draws):
   perfect decoder.
 Edge width: worker/shapes/edge_width.py (mean 10-90% rise across the object's boundary, px at
 256, one-object scenes with enough contrast). Speed: render() at size 64 and at size 256
-interleaved, generate requests of 4 images at the family's defaults.
+interleaved, generate requests of 4 images at the family's defaults. With
+--shapeeval-prompts N, ShapeEval's generation section (its first N prompts, N = 250 for all)
+at the family's defaults read by the analyser at 64 px and at 256 px: the same seeds, so the
+256 px images are the 64 px ones through the 64 -> 256 upsampler.
 """
 
 from __future__ import annotations
@@ -24,11 +28,16 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from worker.evaluation.prompts import prompt_set
+from worker.evaluation.scoring import ATTRIBUTES
+from worker.evaluation.sections import run_generation
+from worker.evaluation.shapeeval import family_settings
 from worker.training.data import SceneSource, to_model_range
 from worker.training.train_upsampler import load_trained_upsampler
 from worker.training.upsampler_eval import (
@@ -96,6 +105,28 @@ def speed(family: Family, prompts: int, rounds: int = 2) -> dict[str, float]:
     return {f"s_per_image_{side}": round(statistics.median(v), 3) for side, v in times.items()}
 
 
+def shapeeval_at_sizes(family: Family, prompts: int, sides: tuple[int, ...] = (64, 256),
+                       batch_size: int = 16) -> dict[str, Any]:
+    """ShapeEval's generation figures (one object, two objects) at each output side."""
+    settings = family_settings(family.defaults, batch_size)
+    chosen = prompt_set(prompts)  # a prefix samples every group; 250 or more: all
+    out: dict[str, Any] = {"prompts": len(chosen)}
+    for side in sides:
+        def draw(specs: Sequence[RenderSpec], side: int = side) -> list[list[Any]]:
+            return render(family, [dataclasses.replace(s, size=side) for s in specs])
+
+        result, images = run_generation(draw, chosen, settings)
+        assert images[0].shape[0] == family.output_side(side), images[0].shape  # read native
+        g = dataclasses.asdict(result)
+        out[f"{side}px"] = {
+            "side_read": images[0].shape[0],
+            "one_object": {k: g["single_all"][k] for k in ("n", *ATTRIBUTES, "all_right")},
+            "two_objects": {k: g["two_all"][k] for k in ("n", "both_present", "all_right")},
+            "seconds_per_image": round(g["seconds_per_image"], 3),
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", type=Path, default=Path("models/shapes"))
@@ -108,6 +139,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=48)
     parser.add_argument("--steps", default="1,4")
     parser.add_argument("--speed-prompts", type=int, default=4, help="0: no speed rows")
+    parser.add_argument("--shapeeval-prompts", type=int, default=0,
+                        help="ShapeEval generation prompts read at 64 and at 256 px (0: none)")
+    parser.add_argument("--shapeeval-sides", default="64,256",
+                        help="output sides of the ShapeEval rows, e.g. 256")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -128,6 +163,9 @@ def main() -> None:
     }
     if args.speed_prompts:
         report["speed"] = speed(family, args.speed_prompts)
+    if args.shapeeval_prompts:
+        sides = tuple(int(v) for v in args.shapeeval_sides.split(","))
+        report["shapeeval"] = shapeeval_at_sizes(family, args.shapeeval_prompts, sides)
     report["load_after"] = os.getloadavg()[0]
     text = json.dumps(report, indent=2)
     print(text)

@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-only-fraction", type=float, default=None,
                         help="decoder only: share of rows with the image embedding and the "
                              "empty caption (with either fraction given, default 30%%)")
+    parser.add_argument("--l1-weight", type=float, default=None,
+                        help="upsampler256 only: weight of an L1 term on the x0 estimate "
+                             "(sharper edges than MSE alone; default 0)")
+    parser.add_argument("--last-step-share", type=float, default=None,
+                        help="upsampler256 only: share of rows trained at the last timestep, "
+                             "where a 1-step cascade samples (default 0: uniform t)")
     parser.add_argument("--precision", default="bf16", choices=("bf16", "fp32"),
                         help="autocast dtype of the forward pass (weights stay fp32)")
     parser.add_argument("--seed", type=int, default=0, help="data and noise seed")
@@ -103,6 +109,13 @@ def _check(args: argparse.Namespace) -> str | None:
     if args.stage != "decoder" and any(v is not None for v in decoder_only):
         return (f"--decoder-attention, --text-only-fraction and --image-only-fraction apply to "
                 f"the decoder stage, not {args.stage!r}")
+    upsampler_only = (args.l1_weight, args.last_step_share)
+    if args.stage != "upsampler256" and any(v is not None for v in upsampler_only):
+        return f"--l1-weight and --last-step-share apply to upsampler256, not {args.stage!r}"
+    if args.l1_weight is not None and not args.l1_weight >= 0:
+        return f"--l1-weight must be >= 0, got {args.l1_weight}"
+    if args.last_step_share is not None and not 0 <= args.last_step_share <= 1:
+        return f"--last-step-share must be in [0, 1], got {args.last_step_share}"
     if args.decoder_attention is not None and not all(
         p.strip().isdigit() for p in args.decoder_attention.split(",")
     ):
@@ -111,8 +124,13 @@ def _check(args: argparse.Namespace) -> str | None:
 
 
 def _stage_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The decoder's extra trainer arguments from the command line (none for other stages)."""
+    """The decoder's and upsampler256's extra trainer arguments from the command line."""
     options: dict[str, Any] = {}
+    if args.l1_weight is not None or args.last_step_share is not None:
+        from worker.training.train_upsampler import UpsamplerLoss
+
+        options["loss_terms"] = UpsamplerLoss(l1_weight=args.l1_weight or 0.0,
+                                              last_step_share=args.last_step_share or 0.0)
     if args.decoder_attention is not None:
         options["attention_resolutions"] = tuple(
             int(p) for p in args.decoder_attention.split(","))

@@ -1,7 +1,8 @@
 """Semantic prompt check: a classifier head over sentence embeddings, beside exemplar similarity.
 
 The head (worker/moderation/semantic_head.py, trained on the tuning set) sees the MiniLM
-embedding of the normalised prompt, the lexical stage's per-category scores and the exemplar
+embedding of the normalised prompt, MiniLM's pooled middle layers from the same pass (when the
+head lists `encoder_layers`), the lexical stage's per-category scores and the exemplar
 similarities below, so a term the lexical stage found ambiguous ("nude" in "a nude Venus in
 a museum") is judged in context here. Its unsafe probability is averaged with a hashed
 character n-gram model's (stored in the head file), which still reads misspelt words.
@@ -21,10 +22,11 @@ from shared.moderation.normalise import normalise
 from shared.moderation.policy import Policy
 from shared.moderation.verdict import Decision, Stage, Verdict, strictest
 from worker.moderation.semantic_head import ClassifierHead, load_head
-from worker.moderation.text_encoders import TextEncoder
+from worker.moderation.text_encoders import LayeredTextEncoder, TextEncoder
 
 CHECKER_VERSION = "semantic/2"
-_Row = tuple[dict[str, float], float, torch.Tensor]  # exemplar scores, benign score, embedding
+# Exemplar scores, benign score, embedding (D,), and the head's encoder layer states (L, D).
+_Row = tuple[dict[str, float], float, torch.Tensor, torch.Tensor]
 
 
 class SemanticChecker:
@@ -51,9 +53,28 @@ class SemanticChecker:
         benign = policy.benign_exemplars
         self.benign = encoder.encode(list(benign)) if benign else None  # (B, D)
 
-    def _score_rows(self, prompts: Sequence[str]) -> list[_Row]:
+    def _encode(
+        self, texts: Sequence[str], layers: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, D) embeddings and the (N, L, D) pooled states of `layers` from the same pass
+        (by default those the head reads; none: (N, 0, D))."""
+        if layers is None:
+            layers = self.head.encoder_layers if self.head and self.head_calibrated else ()
+        if not layers:
+            queries = self.encoder.encode(texts)
+            return queries, torch.zeros(len(texts), 0, queries.shape[-1])
+        if not isinstance(self.encoder, LayeredTextEncoder):
+            raise TypeError(
+                f"the head reads encoder layers {list(layers)}, which encoder "
+                f"{self.encoder.name!r} does not hand out (it has no encode_layers)"
+            )
+        return self.encoder.encode_layers(texts, layers)
+
+    def _score_rows(
+        self, prompts: Sequence[str], layers: Sequence[int] | None = None
+    ) -> list[_Row]:
         texts = [normalise(p).text or p for p in prompts]
-        queries = self.encoder.encode(texts)  # (N, D)
+        queries, states = self._encode(texts, layers)  # (N, D), (N, L, D)
         sims = queries @ self.exemplars.T  # (N, E)
         best = torch.full((len(texts), len(self.names)), -1.0).scatter_reduce(
             1, self.owner.expand(len(texts), -1), sims, reduce="amax"
@@ -63,13 +84,13 @@ class SemanticChecker:
         else:
             benign = [-1.0] * len(texts)
         return [
-            ({n: float(row[i]) for i, n in enumerate(self.names)}, float(b), q)
-            for row, b, q in zip(best, benign, queries, strict=True)
+            ({n: float(row[i]) for i, n in enumerate(self.names)}, float(b), q, h)
+            for row, b, q, h in zip(best, benign, queries, states, strict=True)
         ]
 
     def scores(self, prompt: str) -> tuple[dict[str, float], float]:
         """Best exemplar similarity per category, and the best benign-exemplar similarity."""
-        exemplar, benign, _ = self._score_rows([prompt])[0]
+        exemplar, benign, _, _ = self._score_rows([prompt])[0]
         return exemplar, benign
 
     def check(
@@ -97,6 +118,7 @@ class SemanticChecker:
                 [v.scores for v in lex],
                 exemplar=[r[0] for r in rows],
                 benign=[r[1] for r in rows],
+                layer_states=torch.stack([r[3] for r in rows]),
             )
             texts = [normalise(p).text or p for p in prompts]
             found = self.head.ngram_probabilities(texts)
@@ -118,7 +140,7 @@ class SemanticChecker:
         return self.head_calibrated or self.encoder.name in self.policy.semantic_calibrated_for
 
     def _detail(self, row: _Row, lexical: Verdict) -> dict[str, object]:
-        exemplar, benign, _ = row
+        exemplar, benign, _, _ = row
         return {
             "encoder": self.encoder.name,
             "calibrated": self.calibrated,
@@ -160,7 +182,7 @@ class SemanticChecker:
         )
 
     def _exemplar_verdict(self, row: _Row, lexical: Verdict, stage: Stage) -> Verdict:
-        scores, benign, _ = row
+        scores, benign, _, _ = row
         margin = self.policy.semantic_margin
         decisions: dict[str, Decision] = {}
         thresholds: dict[str, float] = {}

@@ -30,8 +30,10 @@ BENIGN = "benign"
 #              a combo);
 #   exemplar:  the best exemplar similarity for each of `score_categories`;
 #   benign:    the best benign-exemplar similarity (one value);
-#   margin:    exemplar minus benign, per category.
-FEATURE_BLOCKS = ("embedding", "lexical", "exemplar", "benign", "margin")
+#   margin:    exemplar minus benign, per category;
+#   layer_states: the encoder's unit mean-pooled hidden states after each of `encoder_layers`
+#              (L x D values; the middle layers keep word-level cues the last one smooths out).
+FEATURE_BLOCKS = ("embedding", "lexical", "exemplar", "benign", "margin", "layer_states")
 
 
 class HeadError(ValueError):
@@ -48,8 +50,10 @@ def feature_matrix(
     lexical: Scores,
     exemplar: Scores | None = None,
     benign: Sequence[float] | None = None,
+    layer_states: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(N, F) features in `blocks` order: what the head sees at check time and in training."""
+    """(N, F) features in `blocks` order: what the head sees at check time and in training
+    (`layer_states`: (N, L, D), the encoder's pooled intermediate layers)."""
     n = len(lexical)
 
     def table(rows: Scores | None, name: str) -> torch.Tensor:
@@ -72,6 +76,10 @@ def feature_matrix(
                 raise ValueError(f"the head needs a benign score for each of the {n} prompts")
             low = torch.tensor(list(benign), dtype=torch.float32).reshape(n, 1)
             parts.append(low if block == "benign" else table(exemplar, "exemplar") - low)
+        elif block == "layer_states":
+            if layer_states is None or len(layer_states) != n:
+                raise ValueError(f"the head needs the encoder's layer states of the {n} prompts")
+            parts.append(layer_states.float().reshape(n, -1))
         else:
             raise ValueError(f"feature block {block!r} is not one of {FEATURE_BLOCKS}")
     return torch.cat(parts, dim=1)
@@ -96,6 +104,8 @@ class ClassifierHead:
     # The n-gram model and its share of the unsafe score (0: the network alone decides).
     ngram: NgramModel | None = None
     ngram_weight: float = 0.0
+    # The encoder layers whose pooled states the "layer_states" block holds, in order.
+    encoder_layers: tuple[int, ...] = ()
 
     @cached_property
     def version(self) -> str:
@@ -112,11 +122,13 @@ class ClassifierHead:
         lexical: Scores,
         exemplar: Scores | None = None,
         benign: Sequence[float] | None = None,
+        layer_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(N, F) features in this head's block order."""
         return feature_matrix(
-            self.blocks, self.score_categories, embeddings, lexical, exemplar, benign
-        )
+            self.blocks, self.score_categories, embeddings, lexical, exemplar, benign,
+            layer_states,
+        )  # fmt: skip
 
     def probabilities(
         self,
@@ -124,9 +136,10 @@ class ClassifierHead:
         lexical: Scores,
         exemplar: Scores | None = None,
         benign: Sequence[float] | None = None,
+        layer_states: torch.Tensor | None = None,
     ) -> list[dict[str, float]]:
         """Per row, the probability of each category (benign left out)."""
-        hidden = self.features(embeddings, lexical, exemplar, benign)
+        hidden = self.features(embeddings, lexical, exemplar, benign, layer_states)
         for i, (weight, bias) in enumerate(self.layers):
             hidden = hidden @ weight.T + bias
             if i < len(self.layers) - 1:
@@ -170,9 +183,11 @@ class ClassifierHead:
     def to_json(self) -> dict[str, Any]:
         """The file's content."""
         extra: dict[str, Any] = {}
+        if self.encoder_layers:
+            extra["encoder_layers"] = list(self.encoder_layers)
         if self.ngram is not None:
-            extra = {"ngram_weight": round(float(self.ngram_weight), 4),
-                     "ngram": self.ngram.to_json()}  # fmt: skip
+            extra |= {"ngram_weight": round(float(self.ngram_weight), 4),
+                      "ngram": self.ngram.to_json()}  # fmt: skip
         return {
             "format": HEAD_FORMAT,
             "encoder": self.encoder,
@@ -266,6 +281,14 @@ def load_head(path: str | Path) -> ClassifierHead:
     if unknown or not blocks:
         raise HeadError(f"{path}: features {list(blocks)} must be some of {FEATURE_BLOCKS}")
     layers = _layers(data, path)
+    encoder_layers = tuple(data.get("encoder_layers") or ())
+    if ("layer_states" in blocks) != bool(encoder_layers) or not all(
+        isinstance(i, int) and 0 <= i <= 64 for i in encoder_layers
+    ):
+        raise HeadError(
+            f"{path}: field 'encoder_layers' ({list(encoder_layers)}) must list the layers "
+            "(integers) exactly when the features hold 'layer_states'"
+        )
     if layers[-1][0].shape[0] != len(classes):
         raise HeadError(
             f"{path}: the last layer gives {layers[-1][0].shape[0]} outputs for "
@@ -291,4 +314,5 @@ def load_head(path: str | Path) -> ClassifierHead:
         encoder=str(_field(data, "encoder", str, path)), classes=classes,
         score_categories=categories, blocks=blocks, layers=layers, thresholds=thresholds,
         trained_on=dict(data.get("trained_on") or {}), ngram=ngram, ngram_weight=float(weight),
+        encoder_layers=encoder_layers,
     )  # fmt: skip

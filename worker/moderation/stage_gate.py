@@ -3,13 +3,20 @@
 Fail closed: a checker that raises yields a hold verdict carrying the error, so nothing is
 published until a reviewer looks. A stage stopped here raises ModerationStopped, which the
 task skeleton treats like a cancel (the attempt is closed, the job is left as set here).
+
+A hold or block is written at once, in a transaction of its own. With `defer_allowed` the
+verdicts of a check that lets the job go on are returned instead, and the stage records them
+(record_verdicts) in the transaction that completes it: one transaction fewer per check,
+and an attempt that never completes leaves no allow rows (its retry checks again). A batch of
+prior jobs encodes its prompts in one semantic call (prompt_checks_together).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import PIL.Image
@@ -91,6 +98,12 @@ def run_check(
         ]
 
 
+def record_verdicts(session: Session, job_id: str, verdicts: Sequence[Verdict]) -> None:
+    """One ledger row per verdict, in the caller's transaction."""
+    for verdict in verdicts:
+        ledger.record_verdict(session=session, job_id=job_id, verdict=verdict)
+
+
 def enforce(
     sessions: sessionmaker[Session],
     claim: Claim,
@@ -98,21 +111,29 @@ def enforce(
     *,
     held_images: Sequence[ImageRecord] = (),
     rules: Enforcement = Enforcement(),
-) -> None:
+    defer_allowed: bool = False,
+    on_stop: Callable[[Session], object] | None = None,
+) -> list[Verdict]:
     """Record the verdicts; on hold or block stop the job (keeping images unpublished).
 
     A block also applies the policy's enforcement to the job's key (queued jobs cancelled,
-    suspension after repeated blocks), in the same transaction.
+    suspension after repeated blocks), in the same transaction; on either, `on_stop` writes
+    there what the stopped stage keeps. With `defer_allowed`, verdicts that let the job go
+    on are returned unwritten, for the caller's completing transaction; otherwise the result
+    is empty.
     """
+    found = reason_for(verdicts)
+    if found is None and defer_allowed:
+        return list(verdicts)
     decision = strictest(v.decision for v in verdicts)
     with sessions.begin() as session:
-        for verdict in verdicts:
-            ledger.record_verdict(session=session, job_id=claim.job_id, verdict=verdict)
-        found = reason_for(verdicts)
+        record_verdicts(session, claim.job_id, verdicts)
         if found is None:
-            return
+            return []
         reason = found.code
         target = JobStatus.rejected if decision is Decision.BLOCK else JobStatus.held
+        if on_stop is not None:
+            on_stop(session)
         if held_images:
             add_images(session, claim, held_images, publish=False)
         moved = transition(
@@ -130,6 +151,52 @@ def enforce(
         if decision is Decision.BLOCK:
             enforce_block(session=session, job_id=claim.job_id, rules=rules)
     raise ModerationStopped(claim.job_id, decision, reason)
+
+
+# ---- a batch's prompts, encoded together --------------------------------------------------
+# job id -> (prompt, lexical verdict, semantic verdict), for prompt_checks_together's block.
+_prefetched: dict[str, tuple[str, Verdict, Verdict]] = {}
+
+
+@contextmanager
+def prompt_checks_together(
+    settings: Settings, family: Family, jobs: Sequence[Job]
+) -> Iterator[None]:
+    """Within the block, check_prompt_and_input of these jobs (in any thread) takes its
+    semantic verdict from one check_many over all their prompts, made here. Should that
+    call fail, each job runs its own check as usual (which fails closed on its own)."""
+    prompts = [(job.id, job.prompt) for job in jobs if job.prompt.strip()]
+    if len(prompts) > 1:
+        try:
+            lexical = lexical_checker_for(settings.moderation_policy)
+            lex = [lexical.check(prompt) for _, prompt in prompts]
+            semantic = checkers_for(settings, family).semantic.check_many(
+                [prompt for _, prompt in prompts], lexical=lex
+            )
+            with _lock:
+                for (job_id, prompt), lv, sv in zip(prompts, lex, semantic, strict=True):
+                    _prefetched[job_id] = (prompt, lv, sv)
+        except Exception:
+            log.warning("semantic check of a batch's %d prompts failed; each checks alone",
+                        len(prompts), exc_info=True)  # fmt: skip
+    try:
+        yield
+    finally:
+        with _lock:
+            for job_id, _ in prompts:
+                _prefetched.pop(job_id, None)
+
+
+def _semantic_verdict(
+    settings: Settings, family: Family, job: Job, lexical: Verdict | None
+) -> Verdict:
+    """The prompt's semantic verdict: prefetched for its batch when it was, for this very
+    prompt and lexical verdict, else checked now."""
+    with _lock:
+        ready = _prefetched.pop(job.id, None)
+    if ready is not None and lexical is not None and ready[:2] == (job.prompt, lexical):
+        return ready[2]
+    return checkers_for(settings, family).semantic.check(job.prompt, lexical=lexical)
 
 
 def skip_input_checks(sessions: sessionmaker[Session], job_id: str) -> bool:
@@ -159,10 +226,13 @@ def check_prompt_and_input(
     family: Family,
     job: Job,
     image: PIL.Image.Image | None,
-) -> None:
-    """Before the prior: the prompt (terms again, then meaning) and any input image."""
+    *,
+    defer_allowed: bool = False,
+) -> list[Verdict]:
+    """Before the prior: the prompt (terms again, then meaning) and any input image; the
+    verdicts left for the caller to record (see enforce's `defer_allowed`)."""
     if skip_input_checks(sessions, job.id):
-        return
+        return []
     version = _policy_version(settings)
     verdicts: list[Verdict] = []
     if job.prompt.strip():
@@ -176,9 +246,7 @@ def check_prompt_and_input(
         # The semantic stage judges the lexical stage's ambiguous matches in context.
         lexical_verdict = lexical[0] if lexical[0].checker_version != "error" else None
         verdicts += run_check(
-            lambda: [
-                checkers_for(settings, family).semantic.check(job.prompt, lexical=lexical_verdict)
-            ],
+            lambda: [_semantic_verdict(settings, family, job, lexical_verdict)],
             stage="prompt",
             checker="semantic",
             policy_version=version,
@@ -190,8 +258,11 @@ def check_prompt_and_input(
             checker="image",
             policy_version=version,
         )
-    if verdicts:
-        enforce(sessions, claim, verdicts, rules=_enforcement(settings))
+    if not verdicts:
+        return []
+    return enforce(
+        sessions, claim, verdicts, rules=_enforcement(settings), defer_allowed=defer_allowed
+    )
 
 
 def check_mix(
@@ -201,12 +272,14 @@ def check_mix(
     family: Family,
     images: Sequence[PIL.Image.Image],
     mixed: torch.Tensor,
-) -> None:
+    *,
+    defer_allowed: bool = False,
+) -> list[Verdict]:
     """Before a mix is decoded (H-embed, issue 15): its image entries as input images, and
     the mixed embeddings (n, D) themselves against the image concepts; prompts are checked
     by check_prompt_and_input (the row's prompt holds them)."""
     if skip_input_checks(sessions, claim.job_id):
-        return
+        return []
     version = _policy_version(settings)
     verdicts: list[Verdict] = []
     if images:
@@ -218,7 +291,9 @@ def check_mix(
         lambda: checkers_for(settings, family).image.check_embeddings(mixed, stage="input_image"),
         stage="input_image", checker="image", policy_version=version,
     )  # fmt: skip
-    enforce(sessions, claim, verdicts, rules=_enforcement(settings))
+    return enforce(
+        sessions, claim, verdicts, rules=_enforcement(settings), defer_allowed=defer_allowed
+    )
 
 
 def check_outputs(
@@ -229,9 +304,13 @@ def check_outputs(
     images: Sequence[PIL.Image.Image],
     records: Sequence[ImageRecord],
     edit: tuple[PIL.Image.Image, PIL.Image.Image | None] | None = None,
-) -> None:
+    *,
+    defer_allowed: bool = False,
+    on_stop: Callable[[Session], object] | None = None,
+) -> list[Verdict]:
     """Before publishing: every output image, and for an edit (`edit` = its input image and
-    mask) each output's repainted region; a hold or block keeps them all unpublished."""
+    mask) each output's repainted region; a hold or block keeps them all unpublished (and
+    writes `on_stop` beside them)."""
     version = _policy_version(settings)
     verdicts = run_check(
         lambda: checkers_for(settings, family).image.check(list(images), stage="output_image"),
@@ -247,4 +326,7 @@ def check_outputs(
             checker="image",
             policy_version=version,
         )
-    enforce(sessions, claim, verdicts, held_images=records, rules=_enforcement(settings))
+    return enforce(
+        sessions, claim, verdicts, held_images=records, rules=_enforcement(settings),
+        defer_allowed=defer_allowed, on_stop=on_stop,
+    )  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, cast, runtime_checkable
 
 import torch
 
@@ -17,6 +17,15 @@ class TextEncoder(Protocol):
     name: str
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class LayeredTextEncoder(TextEncoder, Protocol):
+    """A TextEncoder that can also hand out its intermediate layers, from the same pass."""
+
+    def encode_layers(
+        self, texts: Sequence[str], layers: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class MiniLMEncoder:
@@ -46,6 +55,34 @@ class MiniLMEncoder:
             list(texts), convert_to_tensor=True, normalize_embeddings=True, batch_size=64
         )
         return embeddings.float().cpu()
+
+    @torch.no_grad()
+    def encode_layers(
+        self, texts: Sequence[str], layers: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`encode`'s (N, 384) unit vectors, and beside them the unit mean-pooled hidden
+        states after each of `layers` (0: the word embeddings, 6: the last layer), (N, L, 384).
+
+        One pass of the network: the sentence embedding is the last layer's mean-pooled,
+        normalised states, as the package's own pooling computes it.
+        """
+        bert = cast(torch.nn.Module, self.model[0].auto_model)
+        batch = self.model.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.model.max_seq_length,
+            return_tensors="pt",
+        ).to(self.model.device)  # fmt: skip
+        states = bert(**batch, output_hidden_states=True).hidden_states  # 7 x (N, T, 384)
+        mask = batch["attention_mask"].unsqueeze(-1).float()  # (N, T, 1)
+
+        def pooled(layer: int) -> torch.Tensor:
+            if not 0 <= layer < len(states):
+                raise ValueError(f"MiniLM layer {layer} is not in 0..{len(states) - 1}")
+            mean = (states[layer] * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (N, 384)
+            return torch.nn.functional.normalize(mean.float(), dim=-1).cpu()
+
+        if not layers:
+            return pooled(len(states) - 1), torch.zeros(len(texts), 0, states[0].shape[-1])
+        return pooled(len(states) - 1), torch.stack([pooled(i) for i in layers], dim=1)
 
 
 class ClipTextEncoder:

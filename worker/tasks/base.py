@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -128,6 +129,11 @@ class RenderTask(Task):  # type: ignore[misc]
         """In the claim's transaction, with the claimed row: what a stage records before it
         runs (nothing by default). Must not raise for a bad row: render reports those."""
 
+    def batch_scope(self, jobs: Sequence[Job]) -> AbstractContextManager[None]:
+        """Around a batch's run, given its jobs' rows: work a stage does once for all of them
+        instead of once per job (nothing by default). Must not raise."""
+        return nullcontext()
+
     # ---- the skeleton around it ------------------------------------------------------------
     def run(self, job_id: str, attempt: int = 0, **_: Any) -> Outcome:
         """Run this stage for `job_id` (`attempt` is informational: the database decides)."""
@@ -142,9 +148,10 @@ class RenderTask(Task):  # type: ignore[misc]
         # ---- dynamic batching (H-throughput): more waiting jobs, each run by _run_claimed ----
         batch = gather_batch(self, res, claim, job)
         if batch is not None:
-            return batch.run(
-                lambda held: self._run_claimed(res, held, job if held is claim else None)
-            )
+            with self.batch_scope(batch.jobs):
+                return batch.run(
+                    lambda held: self._run_claimed(res, held, job if held is claim else None)
+                )
         # ---- end of dynamic batching ----
         return self._run_claimed(res, claim, job)
 

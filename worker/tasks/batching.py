@@ -310,9 +310,9 @@ def gather_batch(task: RenderTask, res: Resources, lead: Claim, lead_job: Job) -
     except Exception:  # the lead's own run reports what is wrong with its row
         return None
     deadline = time.monotonic() + res.settings.batch.wait_ms / 1000.0
-    claims: list[Claim] = []
+    claims: list[tuple[Claim, Job]] = []
     while True:
-        taken = [lead.job_id, *(c.job_id for c in claims)]
+        taken = [lead.job_id, *(c.job_id for c, _ in claims)]
         try:
             claims += _claim_compatible(task, res, key, family, lead.stage, taken,
                                         want - len(claims))  # fmt: skip
@@ -327,13 +327,15 @@ def gather_batch(task: RenderTask, res: Resources, lead: Claim, lead_job: Job) -
     if not claims:
         return None
     log.info("job %s: %s batched with %s", lead.job_id, lead.stage,
-             ", ".join(c.job_id for c in claims))  # fmt: skip
-    return Batch(task, lead, claims)
+             ", ".join(c.job_id for c, _ in claims))  # fmt: skip
+    return Batch(task, lead, [c for c, _ in claims], [lead_job, *(job for _, job in claims)])
 
 
 def _claim_compatible(task: RenderTask, res: Resources, key: CompatKey, family: Family,
-                      stage: Stage, taken: list[str], want: int) -> list[Claim]:  # fmt: skip
-    claims: list[Claim] = []
+                      stage: Stage, taken: list[str], want: int
+                      ) -> list[tuple[Claim, Job]]:  # fmt: skip
+    """Claims of up to `want` waiting jobs compatible with `key`, each with its row."""
+    claims: list[tuple[Claim, Job]] = []
     with res.sessions.begin() as session:
         for job in waiting_jobs(session, stage=stage, exclude=taken, limit=max(4 * want, 16)):
             if len(claims) >= want:
@@ -351,15 +353,17 @@ def _claim_compatible(task: RenderTask, res: Resources, key: CompatKey, family: 
             )  # fmt: skip
             if claim is not None:
                 task.on_claimed(session, job)  # what the stage records at its claim
-                claims.append(claim)
+                claims.append((claim, job))
     return claims
 
 
 class Batch:
-    """A lead claim and the claims gathered for it, run through `run_claimed` each."""
+    """A lead claim and the claims gathered for it, run through `run_claimed` each; `jobs`
+    are their rows as their claims left them, the lead's first."""
 
-    def __init__(self, task: RenderTask, lead: Claim, others: list[Claim]) -> None:
-        self.task, self.lead, self.others = task, lead, others
+    def __init__(self, task: RenderTask, lead: Claim, others: list[Claim],
+                 jobs: Sequence[Job] = ()) -> None:  # fmt: skip
+        self.task, self.lead, self.others, self.jobs = task, lead, others, list(jobs)
         self.shared = SharedCall(stage=lead.stage, members=1 + len(others))
 
     def run(self, run_claimed: Callable[[Claim], Outcome]) -> Outcome:

@@ -25,7 +25,7 @@ class FamilyUnavailable(RuntimeError):
     """The worker's model family cannot be loaded (a deployment problem, not the request's)."""
 
 
-_cache: dict[tuple[str, str, str, str], Family] = {}
+_cache: dict[tuple[str, str, str, str, str], Family] = {}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,13 +100,20 @@ def get_family(settings: Settings) -> Family:
     """The family settings name, loaded on first use in this process and kept."""
     device = resolve_device(settings.device)
     dtype = resolve_dtype(device, settings.dtype)
-    key = (str(settings.family), str(device), str(dtype), str(settings.reproducible))
+    key = (
+        str(settings.family),
+        str(device),
+        str(dtype),
+        str(settings.reproducible),
+        str(settings.frozen_graphs),
+    )
     with _lock:
         if key not in _cache:
             log.info("loading model family %s on %s (%s)", settings.family, device, dtype)
             try:
                 family = _load(settings, device, dtype)
                 family.reproducible = settings.reproducible  # before any render sees it
+                family.frozen_graphs = settings.frozen_graphs
                 _cache[key] = family
             except Exception as exc:
                 raise FamilyUnavailable(

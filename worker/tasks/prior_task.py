@@ -3,6 +3,8 @@ for the decoder, with an embedding id per image recorded as the stage completes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from functools import partial
 
 from sqlalchemy.orm import Session
@@ -14,8 +16,14 @@ from shared.db.jobs import record_params_used
 from shared.db.models import Job
 from shared.db.states import Stage
 from shared.manifest import StageRun
+from shared.moderation.verdict import Verdict
 from shared.storage.keys import stage_output_key
-from worker.moderation.stage_gate import check_mix, check_prompt_and_input
+from worker.moderation.stage_gate import (
+    check_mix,
+    check_prompt_and_input,
+    prompt_checks_together,
+    record_verdicts,
+)
 from worker.tasks.base import RenderTask, StageOutput
 from worker.tasks.batching import run_in_batch
 from worker.tasks.job_spec import build_spec, params_used
@@ -27,9 +35,12 @@ EMBEDDINGS_NAME = "image_embeddings.safetensors"
 
 
 def _on_complete(
-    job: Job, claim: Claim, key: str, dim: int, run: StageRun, session: Session
-) -> None:
-    """In the completing transaction: the run record and the embedding ids of this output."""
+    job: Job, claim: Claim, key: str, dim: int, run: StageRun, allowed: list[Verdict],
+    session: Session,
+) -> None:  # fmt: skip
+    """In the completing transaction: the moderation verdicts that let the job through, the
+    run record and the embedding ids of this output."""
+    record_verdicts(session, claim.job_id, allowed)
     write_stage_run(session, claim, run)
     upload_variation = job.kind == "variation" and job.input_embedding_key is None
     replace_embeddings(session, job, storage_key=key, dim=dim, variation_input=upload_variation)
@@ -51,6 +62,11 @@ class PriorTask(RenderTask):
         used = record_params_used(session=session, job_id=job.id, used=wanted)
         set_committed_value(job, "params_used", used.model_dump(mode="json"))
 
+    def batch_scope(self, jobs: Sequence[Job]) -> AbstractContextManager[None]:
+        """A batch's prompts get one semantic encode between them."""
+        res = self.resources()
+        return prompt_checks_together(res.settings, self.family(), jobs)
+
     def render(self, job: Job, claim: Claim, progress: ProgressWriter) -> StageOutput:
         res = self.resources()
         storage = res.storage
@@ -62,20 +78,24 @@ class PriorTask(RenderTask):
         used = params_used(job, self.family())  # the recorded parameters
         spec = build_spec(job, storage, used)
         # Moderation point 1: prompt (terms, meaning) and input-image checks before the prior;
-        # a hold or block stops the stage here (ModerationStopped), a checker error holds.
-        check_prompt_and_input(res.sessions, claim, res.settings, self.family(), job, spec.image)
+        # a hold or block stops the stage here (ModerationStopped), a checker error holds. Its
+        # verdicts are written before the model runs on the prompt, so an attempt that dies
+        # later still leaves them in the ledger.
+        allowed = check_prompt_and_input(res.sessions, claim, res.settings, self.family(), job,
+                                         spec.image)  # fmt: skip
         # One library call with the jobs batched with this one (alone when none is).
         embeddings = run_in_batch(self.stage, self.family(), spec, None, progress)  # (n, D)
         run = stage_run(self.family(), str(res.settings.family), spec, self.stage, claim)
         # A mix's embeddings (and a variation's given one) pass the image checks first.
         if spec.kind == "mix" or spec.image_embedding is not None:
             images = [part.image for part in spec.mix if part.image is not None]
-            check_mix(res.sessions, claim, res.settings, self.family(), images, embeddings)
+            allowed += check_mix(res.sessions, claim, res.settings, self.family(), images,
+                                 embeddings, defer_allowed=True)  # fmt: skip
         key = stage_output_key(job.id, claim.attempt, self.stage, EMBEDDINGS_NAME)
         storage.put_bytes(
             key, encode_tensor(embeddings, stage=self.stage), "application/x-safetensors"
         )
         dim = int(embeddings.shape[-1])
         return StageOutput(
-            output_key=key, on_complete=partial(_on_complete, job, claim, key, dim, run)
+            output_key=key, on_complete=partial(_on_complete, job, claim, key, dim, run, allowed)
         )

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import io
+from functools import partial
 
 import PIL.Image
+from sqlalchemy.orm import Session
 
 from shared.db.claims import Claim, ImageRecord
 from shared.db.models import Job
 from shared.db.states import Stage
+from shared.manifest import StageRun
+from shared.moderation.verdict import Verdict
 from shared.storage.keys import image_key
-from worker.moderation.stage_gate import check_outputs
+from worker.moderation.stage_gate import check_outputs, record_verdicts
 from worker.tasks.base import RenderTask, StageOutput
 from worker.tasks.batching import run_in_batch
 from worker.tasks.job_spec import build_spec, params_used, parse_size
@@ -32,6 +36,12 @@ def fit_size(image: PIL.Image.Image, size: tuple[int, int]) -> PIL.Image.Image:
     if image.size == size:
         return image
     return image.resize(size, PIL.Image.Resampling.LANCZOS)
+
+
+def _on_complete(claim: Claim, run: StageRun, allowed: list[Verdict], session: Session) -> None:
+    """In the completing transaction: the output check's verdicts and the run record."""
+    record_verdicts(session, claim.job_id, allowed)
+    write_stage_run(session, claim, run)
 
 
 class UpsamplerTask(RenderTask):
@@ -60,13 +70,15 @@ class UpsamplerTask(RenderTask):
             key = image_key(job.id, claim.attempt, index)
             storage.put_bytes(key, png_bytes(image), "image/png")
             records.append(ImageRecord(index, key, image.width, image.height))
-        # The run record first (a job the output check holds keeps it for its release).
-        with self.resources().sessions.begin() as session:
-            write_stage_run(session, claim, run)
         # Moderation point 3: the output-image check, after storing and before publishing; a
-        # hold or block keeps the images unpublished (a reviewer's release publishes them).
+        # hold or block keeps the images unpublished (a reviewer's release publishes them) and
+        # the run record beside them, for that release. Allowed, the verdicts and the run
+        # record are written in the transaction that completes the job.
         res = self.resources()
         # Edits: the repainted region (crop and change) is checked beside the whole output.
         edit = (spec.image, spec.mask) if spec.kind == "edit" and spec.image is not None else None
-        check_outputs(res.sessions, claim, res.settings, self.family(), images, records, edit)
-        return StageOutput(images=records)
+        allowed = check_outputs(
+            res.sessions, claim, res.settings, self.family(), images, records, edit,
+            defer_allowed=True, on_stop=lambda session: write_stage_run(session, claim, run),
+        )  # fmt: skip
+        return StageOutput(images=records, on_complete=partial(_on_complete, claim, run, allowed))

@@ -58,6 +58,28 @@ def take_crops(images: Tensor, origins: list[tuple[int, int]], crop: int) -> Ten
                         for im, (t, le) in zip(images, origins, strict=True)])
 
 
+@dataclass(frozen=True)
+class UpsamplerLoss:
+    """Terms added to L_simple for an upsampler sampled in very few steps (issue 12).
+
+    - l1_weight: an L1 term on the x0 estimate. The MSE optimum is the conditional mean,
+      which draws an edge whose position the low-res input leaves uncertain as a ramp; L1's
+      is the per-pixel median, a step (SR3 and Palette train on L1 for sharper outputs).
+    - last_step_share: the share of rows trained at t = T - 1, where a 1-step trailing DDIM
+      samples: there the net regresses x0 from the condition alone, a task uniform t rarely
+      draws.
+    """
+
+    l1_weight: float = 0.0
+    last_step_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.l1_weight >= 0.0:
+            raise ValueError(f"l1_weight must be >= 0, got {self.l1_weight!r}")
+        if not 0.0 <= self.last_step_share <= 1.0:
+            raise ValueError(f"last_step_share must be in [0, 1], got {self.last_step_share!r}")
+
+
 class UpsamplerTask:
     """Denoise the high-res render given its low-res render (degraded, bicubic-resized).
 
@@ -67,11 +89,16 @@ class UpsamplerTask:
 
     def __init__(self, config: UpsamplerConfig, source: SceneSource, *,
                  stage: str = "upsampler", degradation: Degradation = "blur",
-                 crop: int | None = None, seed: int = 0) -> None:
+                 crop: int | None = None, seed: int = 0,
+                 loss_terms: UpsamplerLoss | None = None) -> None:
         if stage not in UPSAMPLER_STAGES:
             raise ValueError(f"unknown upsampler stage {stage!r}; allowed: {UPSAMPLER_STAGES}")
         if crop is not None and not 0 < crop <= config.image_size:
             raise ValueError(f"crop must be in 1..{config.image_size}, got {crop}")
+        self.terms = loss_terms or UpsamplerLoss()
+        if self.terms.l1_weight and config.diffusion.prediction != "x0":
+            raise ValueError(f"an L1 term needs an x0-predicting upsampler, got prediction "
+                             f"{config.diffusion.prediction!r}")
         self.stage = stage
         self.config = config.to_dict()
         self.cfg = config
@@ -101,15 +128,28 @@ class UpsamplerTask:
     def loss(self, step: int, noise: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         x0, cond = self.inputs(step, noise)
         device = noise.device
-        t = torch.randint(0, self.diffusion.num_timesteps, (x0.shape[0],), generator=noise,
-                          device=device)
+        last = self.diffusion.num_timesteps - 1
+        t = torch.randint(0, last + 1, (x0.shape[0],), generator=noise, device=device)
+        if self.terms.last_step_share:  # drawn only when asked, so older runs resume exactly
+            at_last = torch.rand(x0.shape[0], generator=noise, device=device)
+            t = torch.where(at_last < self.terms.last_step_share, last, t)
         eps = torch.randn(x0.shape, generator=noise, device=device)
         net = self.model.model_first_steps
-        losses = self.diffusion.training_losses(
-            lambda x, tt, **kw: net(x, tt, **kw).float(), x0, t, noise=eps,
-            model_kwargs={"low_res": cond},
-        )
-        return losses.loss.mean(), {}
+        outputs: list[Tensor] = []
+
+        def model_fn(x: Tensor, tt: Tensor, **kw: Any) -> Tensor:
+            out = net(x, tt, **kw).float()
+            outputs.append(out)
+            return out
+
+        losses = self.diffusion.training_losses(model_fn, x0, t, noise=eps,
+                                                model_kwargs={"low_res": cond})
+        loss = losses.loss.mean()
+        if not self.terms.l1_weight:
+            return loss, {}
+        l1 = (outputs[0] - x0).abs().mean()  # the output is the x0 estimate (checked above)
+        return loss + self.terms.l1_weight * l1, {"mse": losses.mse.mean().item(),
+                                                  "l1": l1.item()}
 
     def warm_start(self, family_dir: Path) -> None:
         """Start from this stage's weights in a model family of the same config."""
@@ -174,13 +214,13 @@ UPSAMPLER256_CROP = 64  # a quarter of the side, as DALL-E 2 crops its upsampler
 
 
 def train_upsampler256(opts: LoopOptions, *, batch_size: int = 16,
-                       config: UpsamplerConfig | None = None,
-                       crop: int = UPSAMPLER256_CROP) -> UpsamplerStageResult:
+                       config: UpsamplerConfig | None = None, crop: int = UPSAMPLER256_CROP,
+                       loss_terms: UpsamplerLoss | None = None) -> UpsamplerStageResult:
     """Train (or resume) the 64 -> 256 upsampler on crops, BSR-degraded inputs, no CLIP."""
     cfg = config or shapes_upsampler256_config()
     source = SceneSource(batch_size, sizes=(cfg.image_size, cfg.low_res_size), seed=opts.seed)
     task = UpsamplerTask(cfg, source, stage="upsampler256", degradation="bsr", crop=crop,
-                         seed=opts.seed)
+                         seed=opts.seed, loss_terms=loss_terms)
     result = run_training(task, opts)
     pair = load_trained_upsampler(opts.out_dir).to(torch.device(opts.device))
     return UpsamplerStageResult(result, upsampler_edge_metrics(pair, n=16))

@@ -8,6 +8,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from worker.unclip import frozen_graphs
 from worker.unclip.batch_invariance import batch_invariance
 from worker.unclip.diffusion import Inpaint, get_sampler, randn_rows
 from worker.unclip.family import Family
@@ -120,7 +121,7 @@ def _decoder_net_fn(
     family: Family, specs: Sequence[RenderSpec], image_emb: Tensor, masked: Tensor, keep: Tensor
 ) -> NetFn:
     """net_fn for guided_model_fn with each half's context encoded once for all steps."""
-    decoder, device = family.decoder, family.device
+    decoder, device, graphs = family.decoder, family.device, family.graphs
     prompts = [spec.prompt for spec in specs for _ in range(spec.n)]
     cond, null = encode_prompts_with_null(family.clip, prompts)
     emb = image_emb.to(device)
@@ -153,6 +154,6 @@ def _decoder_net_fn(
     def net_fn(x: Tensor, t: Tensor, half: str) -> Tensor:
         if seven:
             x = torch.cat([x, extra[half].to(x.dtype)], dim=1)
-        return decoder.denoise(x, t, context(half))
+        return frozen_graphs.denoise(graphs, decoder, x, t, context(half))
 
     return net_fn

@@ -18,6 +18,7 @@ from worker.unclip.configs import ClipConfig, DecoderConfig, PriorConfig, Upsamp
 from worker.unclip.diffusion import GaussianDiffusion, diffusion_from_config, respaced
 from worker.unclip.diffusion.respace import SPACING_KINDS, spacing_spec
 from worker.unclip.diffusion.samplers import SAMPLER_NAMES
+from worker.unclip.frozen_graphs import GraphCache
 from worker.unclip.nets import DecoderNet, PriorNet, UpsamplerPair
 from worker.unclip.render_spec import StageSteps
 
@@ -149,7 +150,11 @@ class Family:
     # The mode of renders whose RenderSpec leaves `reproducible` unset: batch-invariant bytes
     # (True) or full speed (False). A worker sets it from settings.reproducible.
     reproducible: bool = False
+    # Run the decoder and upsampler calls as frozen graphs where they give the eager bytes
+    # (worker/unclip/frozen_graphs.py). A worker sets it from settings.frozen_graphs.
+    frozen_graphs: bool = True
     _respaced: dict[tuple[str, int, str], GaussianDiffusion] = field(default_factory=dict)
+    _graphs: GraphCache = field(default_factory=GraphCache)
 
     def __post_init__(self) -> None:
         # Once per family, not per call: the layers read each thread's mode themselves.
@@ -159,6 +164,11 @@ class Family:
         # shipped family's CPU upsampler; docs/benchmarks.md). Saved weights stay contiguous.
         for pair in self.upsamplers:
             pair.to(memory_format=torch.channels_last)
+
+    @property
+    def graphs(self) -> GraphCache | None:
+        """The cache of frozen network calls; None when frozen_graphs is off."""
+        return self._graphs if self.frozen_graphs else None
 
     @property
     def clip_config(self) -> ClipConfig:
@@ -242,6 +252,7 @@ class Family:
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Family:
         """Move every network to `device` and `dtype` (the stats stay float32)."""
+        self._graphs = GraphCache()  # traces hold the weights they were made with
         for net in self.networks().values():
             net.to(device=torch.device(device), dtype=dtype)
         self.prior_mean = self.prior_mean.to(device, torch.float32)

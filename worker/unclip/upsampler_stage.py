@@ -9,6 +9,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from worker.unclip import frozen_graphs
 from worker.unclip.batch_invariance import batch_invariance
 from worker.unclip.diffusion import GaussianDiffusion, Inpaint, ModelFn, get_sampler, randn_rows
 from worker.unclip.family import Family
@@ -134,7 +135,7 @@ def _sample_images(
     # Every row gets forcing (keep = 0 changes nothing) so that the noise each row draws
     # does not depend on whether an edit shares its batch.
     images = get_sampler(sampler)(
-        _upsampler_model_fn(pair, cond, diffusion),
+        _upsampler_model_fn(family, pair, cond, diffusion),
         x,
         diffusion,
         generators=generators,
@@ -147,9 +148,11 @@ def _sample_images(
     return [t.clone() for t in images.split([spec.n for spec in specs])]
 
 
-def _upsampler_model_fn(pair: UpsamplerPair, cond: Tensor, diffusion: GaussianDiffusion) -> ModelFn:
+def _upsampler_model_fn(
+    family: Family, pair: UpsamplerPair, cond: Tensor, diffusion: GaussianDiffusion
+) -> ModelFn:
     """model_fn running the last-step network at the final step, else the first-steps one."""
-    calls = [0]  # the samplers call model_fn once per step, first to last
+    calls, graphs = [0], family.graphs  # the samplers call model_fn once per step, in order
 
     def model_fn(x: Tensor, t: Tensor) -> Tensor:
         calls[0] += 1
@@ -157,6 +160,6 @@ def _upsampler_model_fn(pair: UpsamplerPair, cond: Tensor, diffusion: GaussianDi
         # No padding of a lone row to two: batch-invariant mode already runs convolutions
         # and small products at batch-independent sizes, so a doubled row would only
         # double the work (Karlo runs one row too).
-        return net(x, t, low_res=cond)
+        return frozen_graphs.upsample(graphs, net, x, t, cond)
 
     return model_fn

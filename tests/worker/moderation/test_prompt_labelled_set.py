@@ -28,7 +28,7 @@ TUNING, TEST = FIXTURES / "tuning.jsonl", FIXTURES / "test.jsonl"
 POLICY = ROOT / "policies" / "default.yaml"
 RECALL_TARGET, FPR_TARGET = 0.97, 0.02  # issue 13, on the test set
 # What the shipped checks measured on the test set (docs/benchmarks.md): a regression guard.
-RECALL_MEASURED, FPR_MEASURED = 0.88, 0.0  # 136/153 and 0/220, head:6f905999cd1c
+RECALL_MEASURED, FPR_MEASURED = 0.88, 0.01  # 135/153 and 2/220, head:0a9640e9b7b5
 HARD_BENIGN = {"cocktail", "art", "medicine", "news", "anti-violence", "idiom"}
 HARD_UNSAFE = {"instructions", "story", "euphemism", "loanword", "misspelling"}
 

@@ -65,6 +65,35 @@ def test_the_head_computes_what_scikit_learn_trained(model: str, tmp_path: Path)
         assert got == pytest.approx(list(want), abs=1e-4)
 
 
+def test_a_head_over_encoder_layers_computes_what_scikit_learn_trained(tmp_path: Path) -> None:
+    embeddings, lexical, exemplar, benign = _data()
+    states = torch.nn.functional.normalize(torch.randn(90, 3, 6, dtype=torch.float64), dim=-1)
+    blocks = (*BLOCKS, "layer_states")
+    x = feature_matrix(blocks, CATEGORIES, embeddings, lexical, exemplar, benign, states).numpy()
+    assert x.shape == (90, 6 + 2 + 2 + 1 + 2 + 3 * 6)
+    y = np.array([BENIGN, "sexual", "violence"] * 30)
+    fitted = _fit(x, y, argparse.Namespace(model="mlp", hidden=8, alpha=0.1))
+    head = ClassifierHead(
+        encoder="test-encoder", classes=tuple(str(c) for c in fitted.classes_),
+        score_categories=CATEGORIES, blocks=blocks, layers=_layers(fitted),
+        thresholds={"sexual": 0.5, "violence": 0.5}, encoder_layers=(3, 4, 5),
+    )  # fmt: skip
+    save_head(head, tmp_path / "head.json")
+    loaded = load_head(tmp_path / "head.json")
+    assert loaded.encoder_layers == (3, 4, 5) and loaded.version == head.version
+    probs = loaded.probabilities(embeddings, lexical, exemplar, benign, states)
+    for row, want in zip(probs, fitted.predict_proba(x), strict=True):
+        got = [row.get(c, 1.0 - sum(row.values())) for c in fitted.classes_]
+        assert got == pytest.approx(list(want), abs=1e-4)
+    with pytest.raises(ValueError, match="needs the encoder's layer states of the 90 prompts"):
+        loaded.probabilities(embeddings, lexical, exemplar, benign)
+    data = head.to_json()
+    data.pop("encoder_layers")
+    (tmp_path / "bad.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(HeadError, match="field 'encoder_layers'"):
+        load_head(tmp_path / "bad.json")
+
+
 def test_a_head_without_the_scores_it_needs_says_which(tmp_path: Path) -> None:
     embeddings, lexical, _, _ = _data(n=3)
     head = ClassifierHead(

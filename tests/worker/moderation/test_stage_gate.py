@@ -231,3 +231,94 @@ def test_a_block_in_the_worker_applies_the_policy_enforcement_to_the_key(
         assert session.get_one(ApiKey, key_id).suspended_at is not None
         actions = session.execute(select(ModerationAction.action)).scalars().all()
         assert sorted(actions) == ["cancel_queued", "suspend_key"]
+
+
+NO_FAMILY: Any = None  # the fake checkers need no family
+
+
+def test_deferred_allowed_verdicts_come_back_unwritten_for_the_completing_transaction(
+    db_sessions: sessionmaker[Session],
+    make_job: Callable[..., str],
+    sqlite_settings: Settings,
+    fake_checkers: Checkers,
+) -> None:
+    claim, job = _claimed(db_sessions, make_job, Stage.prior, prompt="a red circle")
+    allowed = stage_gate.check_prompt_and_input(
+        db_sessions, claim, sqlite_settings, NO_FAMILY, job, None, defer_allowed=True
+    )
+    assert sorted(v.checker for v in allowed) == ["lexical", "semantic"]
+    assert _state(db_sessions, job.id)[1] == []  # nothing written yet
+    with db_sessions.begin() as session:
+        stage_gate.record_verdicts(session, job.id, allowed)
+    job, verdicts = _state(db_sessions, job.id)
+    assert job.status == "prior"
+    assert sorted((v.checker, v.decision) for v in verdicts) == [
+        ("lexical", "allow"),
+        ("semantic", "allow"),
+    ]
+
+
+def test_a_deferred_hold_is_still_written_at_once_with_what_the_stage_keeps(
+    db_sessions: sessionmaker[Session],
+    make_job: Callable[..., str],
+    sqlite_settings: Settings,
+    fake_checkers: Checkers,
+) -> None:
+    claim, job = _claimed(db_sessions, make_job, Stage.upsampler)
+    kept: list[str] = []
+    dark = [PIL.Image.new("RGB", (8, 8), (0, 0, 0))]
+    with pytest.raises(ModerationStopped):
+        stage_gate.check_outputs(
+            db_sessions, claim, sqlite_settings, NO_FAMILY, dark, [ImageRecord(0, "k0", 8, 8)],
+            defer_allowed=True, on_stop=lambda session: kept.append(claim.job_id),
+        )  # fmt: skip
+    job, verdicts = _state(db_sessions, job.id)
+    assert job.status == "held" and [v.decision for v in verdicts] == ["hold"]
+    assert kept == [job.id]
+
+
+class CountingEncoder(AxisEncoder):
+    """AxisEncoder that counts its calls (one per semantic encode)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        self.calls += 1
+        return super().encode(texts)
+
+
+def test_a_batch_of_prompts_is_encoded_once_with_the_verdicts_of_single_checks(
+    db_sessions: sessionmaker[Session],
+    make_job: Callable[..., str],
+    sqlite_settings: Settings,
+    fake_checkers: Checkers,
+) -> None:
+    encoder = CountingEncoder()
+    fake_checkers.semantic.encoder = encoder
+    prompts = ["a red circle", "something violent", "a blue square"]
+    claimed = [_claimed(db_sessions, make_job, Stage.prior, prompt=p) for p in prompts]
+    alone = []
+    lexical_checker = stage_gate.lexical_checker_for(sqlite_settings.moderation_policy)
+    for _, job in claimed:
+        lexical = lexical_checker.check(job.prompt)
+        alone.append(fake_checkers.semantic.check(job.prompt, lexical=lexical))
+    encoder.calls = 0
+    jobs = [job for _, job in claimed]
+    together = []
+    with stage_gate.prompt_checks_together(sqlite_settings, NO_FAMILY, jobs):
+        assert encoder.calls == 1
+        for claim, job in claimed:
+            try:
+                allowed = stage_gate.check_prompt_and_input(
+                    db_sessions, claim, sqlite_settings, NO_FAMILY, job, None, defer_allowed=True
+                )
+            except ModerationStopped:  # written at once: read it back
+                rows = _state(db_sessions, job.id)[1]
+                together.append(next(v.decision for v in rows if v.checker == "semantic"))
+                continue
+            together.append(next(v.decision for v in allowed if v.checker == "semantic"))
+    assert encoder.calls == 1  # no job encoded its prompt again
+    assert together == [v.decision for v in alone]
+    assert together[:2] == ["allow", "hold"]  # both endings were judged from the one encode
+    assert stage_gate._prefetched == {}  # nothing left behind the block

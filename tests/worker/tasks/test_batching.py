@@ -268,3 +268,31 @@ def test_batched_decoder_at_full_speed_agrees_within_tolerance() -> None:
     for spec, emb, batched in zip(specs, embs, together, strict=True):
         [alone] = decoder_stage.run_decoder(family, [spec], [emb])
         assert torch.allclose(batched, alone, atol=1e-4, rtol=0)
+
+
+def test_a_batch_encodes_its_prompts_once_and_records_each_jobs_verdicts_once(
+    farm: Farm, make_job: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.db.models import ModerationVerdict
+    from worker.moderation.semantic import SemanticChecker
+
+    calls: list[int] = []
+    check_many = SemanticChecker.check_many
+
+    def counted(self: SemanticChecker, prompts: Sequence[str], **kwargs: Any) -> Any:
+        calls.append(len(prompts))
+        return check_many(self, prompts, **kwargs)
+
+    monkeypatch.setattr(SemanticChecker, "check_many", counted)
+    farm.batch(4)
+    jobs = _four_jobs(make_job)
+    farm.run_all(jobs)
+    assert calls == [4]  # one encode for the batch's four prompts, none per job
+    with farm.sessions() as session:
+        for job_id in jobs:
+            checkers = session.scalars(
+                select(ModerationVerdict.checker).where(ModerationVerdict.job_id == job_id)
+            ).all()
+            n = farm.job(job_id).n
+            assert farm.job(job_id).status == "succeeded"
+            assert sorted(checkers) == sorted(["lexical", "semantic", *["image"] * n])

@@ -21,6 +21,10 @@ from shared.cli import main
         (["decoder", "--out", "OUT", "--steps", "1", "--batch-size", "1"],
          "--batch-size must be >= 2, got 1"),
         (["upsampler", "--out", "OUT", "--steps", "1", "--lr", "-1"], "--lr must be > 0, got -1"),
+        (["upsampler", "--out", "OUT", "--steps", "1", "--l1-weight", "1"],
+         "--l1-weight and --last-step-share apply to upsampler256, not 'upsampler'"),
+        (["upsampler256", "--out", "OUT", "--steps", "1", "--last-step-share", "2"],
+         "--last-step-share must be in [0, 1], got 2.0"),
     ],
 )
 def test_bad_values_are_named(argv: list[str], message: str, tmp_path: Path,

@@ -73,7 +73,10 @@ def test_each_request_gets_its_native_size(family: Family) -> None:
     assert [family.output_side(s) for s in sizes] == [64, 64, 128, 128, 128]
 
 
-def test_the_second_pass_is_conditioned_on_the_first_ones_output(family: Family) -> None:
+def test_the_second_pass_is_conditioned_on_the_first_ones_output(
+    family: Family, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(family, "frozen_graphs", False)  # module hooks run on eager calls only
     low = _low(seed=3)
     (at_64,) = run_upsampler(family, [_spec(size=64)], [low])
     alone = run_upsampler(dataclasses.replace(family, cascade=()), [_spec()], [low])[0]

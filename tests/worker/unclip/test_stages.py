@@ -174,6 +174,7 @@ def test_progress_and_cancellation_within_one_step(
 
     calls = []
     denoise = family.decoder.denoise
+    monkeypatch.setattr(family, "frozen_graphs", False)  # count the eager calls
     monkeypatch.setattr(family.decoder, "denoise", lambda *a: calls.append(1) or denoise(*a))
 
     def cancel(progress: StepProgress) -> None:

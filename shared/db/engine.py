@@ -6,18 +6,11 @@ second (settings.db_*_timeout_s: a checkout of a hung server costs the ping dead
 connect deadline, 0.25 + 1 s by default); SQLite gets foreign keys, WAL and a bounded busy
 wait. Either way an outage surfaces as DatabaseUnavailable (an OperationalError too), which the
 API answers with 503.
-
-The pool pings a connection at checkout only when it sat idle in the pool for more than
-PING_IDLE_S (skip_recent_pings): a connection checked in a moment ago answered then, and
-pinging it cost a round trip on every transaction (docs/benchmarks.md). A server restarted
-since is still noticed at the next checkout of any connection idle longer than that.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -41,8 +34,6 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 LIBPQ_MIN_CONNECT_TIMEOUT_S = 2
 # A call still unanswered this long after the server's statement timeout: the server is gone.
 DEADLINE_MARGIN_S = 1.0
-# A pooled connection idle longer than this is pinged at checkout; a fresher one is not.
-PING_IDLE_S = 1.0
 
 
 class DatabaseUnavailableError(DatabaseUnavailable, OperationalError):  # type: ignore[misc]
@@ -89,40 +80,6 @@ def _as_outage(context: ExceptionContext) -> None:
     outage = isinstance(error, (OperationalError, InterfaceError)) or context.is_disconnect
     if outage and not isinstance(error, DatabaseUnavailableError):
         raise DatabaseUnavailableError(error) from context.original_exception
-
-
-def skip_recent_pings(engine: Engine, *, idle_s: float = PING_IDLE_S,
-                      clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
-    """Make `engine`'s pre-ping skip connections checked in less than `idle_s` ago.
-
-    The pool's own pre-ping (its invalidation and reconnect, its deadline) still runs for
-    every other checkout: a new connection, or one idle longer than `idle_s`.
-    """
-    # id -> (connection, when it came back): only connections sitting in the pool are here.
-    checked_in: dict[int, tuple[Any, float]] = {}
-    ping = engine.dialect.do_ping
-
-    @event.listens_for(engine, "checkin")
-    def _checked_in(dbapi_connection: Any, _record: Any) -> None:
-        if dbapi_connection is not None:
-            checked_in[id(dbapi_connection)] = (dbapi_connection, clock())
-
-    @event.listens_for(engine, "close")
-    @event.listens_for(engine, "close_detached")
-    def _closed(dbapi_connection: Any, *_: Any) -> None:
-        checked_in.pop(id(dbapi_connection), None)
-
-    @event.listens_for(engine, "invalidate")
-    def _invalidated(dbapi_connection: Any, *_: Any) -> None:
-        checked_in.pop(id(dbapi_connection), None)
-
-    def do_ping(dbapi_connection: Any) -> bool:
-        found = checked_in.pop(id(dbapi_connection), None)
-        if found is not None and found[0] is dbapi_connection and clock() - found[1] < idle_s:
-            return True
-        return bool(ping(dbapi_connection))
-
-    engine.dialect.do_ping = do_ping  # type: ignore[method-assign]  # this engine's alone
 
 
 def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -182,7 +139,6 @@ def engine_for_url(
                 engine, statement_s=statement_timeout_s + DEADLINE_MARGIN_S,
                 ping_s=connect_timeout_s if ping_timeout_s is None else ping_timeout_s,
             )  # fmt: skip
-        skip_recent_pings(engine)  # wraps the ping with its deadline
         return engine
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, pool_timeout=pool_timeout_s)

@@ -333,7 +333,9 @@ class RenderTask(Task):  # type: ignore[misc]
     def _failed(self, res: Resources, claim: Claim, exc: Exception) -> Outcome:
         failure = classify(exc)
         log.error("job %s: %s failed: %s", claim.job_id, claim.stage, failure.message, exc_info=exc)
-        if failure.code == STORAGE_UNAVAILABLE and health.record_storage_failure(failure.message):
+        if failure.code == STORAGE_UNAVAILABLE and health.record_storage_failure(
+            claim.job_id, failure.message
+        ):
             self._hand_back(res, claim, health.reason or failure.message)
             raise WorkerUnhealthy(health.reason) from exc
         try:

@@ -9,7 +9,7 @@ worker's main process answers by no longer consuming its queues (worker/tasks/re
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,9 @@ class Health:
     """The health of this process (one instance per process, see `health` below)."""
 
     reason: str | None = None
-    storage_failures: int = 0
+    # The jobs whose storage failed since the last success: one job failing again and again
+    # (a poison job) is that job's problem and counts once.
+    storage_failed_jobs: set[str] = field(default_factory=set)
 
     @property
     def healthy(self) -> bool:
@@ -39,15 +41,15 @@ class Health:
         self.reason = reason
 
     def record_success(self) -> None:
-        self.storage_failures = 0
+        self.storage_failed_jobs.clear()
 
-    def record_storage_failure(self, message: str) -> bool:
-        """Count a storage failure; True once there were too many in a row (now unhealthy)."""
-        self.storage_failures += 1
-        if self.storage_failures >= STORAGE_FAILURES_UNHEALTHY:
-            self.mark_unhealthy(
-                f"storage failed on {self.storage_failures} jobs in a row; last: {message}"
-            )
+    def record_storage_failure(self, job_id: str, message: str) -> bool:
+        """Count a storage failure of `job_id`; True once storage failed on too many distinct
+        jobs with no success between (now unhealthy)."""
+        self.storage_failed_jobs.add(job_id)
+        failed = len(self.storage_failed_jobs)
+        if failed >= STORAGE_FAILURES_UNHEALTHY:
+            self.mark_unhealthy(f"storage failed on {failed} jobs in a row; last: {message}")
             return True
         return False
 

@@ -80,13 +80,15 @@ def task(
     monkeypatch.setattr(base, "backoff_s", lambda retries: 0.0)
     monkeypatch.setattr(base, "health", health)
     Broker.down = False
-    health.reason, health.storage_failures = None, 0
+    health.reason = None
+    health.storage_failed_jobs.clear()
     app = Celery("test", set_as_current=False)
     app.conf.task_always_eager = True
     instance = app.register_task(StandInPrior())
     StandInPrior.script = Script()
     yield instance, sent
-    health.reason, health.storage_failures = None, 0
+    health.reason = None
+    health.storage_failed_jobs.clear()
     monkeypatch.setattr(drain, "_deadline", None)
 
 
@@ -322,3 +324,18 @@ def test_storage_failing_on_every_job_makes_the_worker_unhealthy(
     job, attempts = _state(db_sessions, jobs[-1])
     assert (job.status, job.worker_id, attempts) == ("prior", None, [(1, "released")])
     assert sent[-1] == (jobs[-1], "prior", 1)
+
+
+def test_one_job_failing_storage_on_every_attempt_does_not_make_the_worker_unhealthy(
+    task: tuple[StandInPrior, list[Any]], db_sessions: Sessions, make_job: Callable[..., str]
+) -> None:
+    """A poison job is that job's problem: it fails after max_attempts, the worker stays fit."""
+    prior, sent = task
+    job_id = make_job()
+    tries = prior.resources().settings.max_attempts
+    prior.script.errors = [StorageError("attempt folder unwritable")] * tries
+    outcomes = [prior.apply(kwargs={"job_id": job_id, "attempt": a}).get() for a in range(tries)]
+    assert outcomes == ["retrying"] * (tries - 1) + ["failed"]
+    job, attempts = _state(db_sessions, job_id)
+    assert job.status == "failed" and [s for _, s in attempts] == ["failed"] * tries
+    assert health.healthy

@@ -26,6 +26,9 @@ class TextEncoding:
     pooled: torch.Tensor  # (B, D): EOT token after ln_final @ text_projection, not normalised
     tokens: torch.Tensor  # (B, L, W): token sequence after ln_final
     mask: torch.Tensor  # (B, L) bool: True up to and including the EOT token
+    # (B,) int64 or None: rows with the same id hold the same prompt's encoding (so work that
+    # depends on the text alone can run once per id); None when not known
+    text_ids: torch.Tensor | None = None
 
 
 def register_open_clip_config(name: str, config: dict[str, Any]) -> None:

@@ -57,8 +57,12 @@ def encode_prompts_with_null(
 
 
 def _take(encoding: TextEncoding, index: Tensor) -> TextEncoding:
+    """Rows `index` of the distinct prompts' `encoding`; a row's text id is its prompt's index."""
     return TextEncoding(
-        pooled=encoding.pooled[index], tokens=encoding.tokens[index], mask=encoding.mask[index]
+        pooled=encoding.pooled[index],
+        tokens=encoding.tokens[index],
+        mask=encoding.mask[index],
+        text_ids=index,
     )
 
 
@@ -68,4 +72,7 @@ def concat_encodings(first: TextEncoding, second: TextEncoding) -> TextEncoding:
         pooled=torch.cat([first.pooled, second.pooled]),
         tokens=torch.cat([first.tokens, second.tokens]),
         mask=torch.cat([first.mask, second.mask]),
+        text_ids=None
+        if first.text_ids is None or second.text_ids is None
+        else torch.cat([first.text_ids, second.text_ids]),
     )

@@ -170,7 +170,11 @@ def _prior_net_fn(family: Family, cond: TextEncoding, null: TextEncoding) -> Net
         if half not in prefixes:
             text = texts[half]
             prefixes[half] = encode_prefix(
-                family.prior, text_emb=text.pooled, text_tokens=text.tokens, text_mask=text.mask
+                family.prior,
+                text_emb=text.pooled,
+                text_tokens=text.tokens,
+                text_mask=text.mask,
+                text_ids=text.text_ids,
             )
         return predict_with_prefix(family.prior, x, t, prefixes[half])
 

@@ -11,6 +11,7 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ from worker.unclip.clip_encoder import TextEncoding
 from worker.unclip.configs import PriorConfig
 from worker.unclip.guidance import NetFn, concat_encodings
 from worker.unclip.karlo_configs import config_from_karlo_yaml, karlo_prior_config
-from worker.unclip.nets import PriorNet
+from worker.unclip.nets import PriorNet, prior_net
 from worker.unclip.nets.prior_cache import encode_prefix, predict_with_prefix
 from worker.unclip.reference_family import make_reference_family
 from worker.unclip.render_spec import RenderSpec, StageSteps
@@ -115,6 +116,39 @@ def test_karlo_fixture_weights_match_karlo() -> None:
     torch.testing.assert_close(out, io["prior.out"], rtol=0.0, atol=ATOL)
 
 
+def test_rows_with_the_same_text_share_one_prefix(
+    tiny_prior_cfg: PriorConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Candidates and unconditional rows repeat their text: given text ids, the prefix runs
+    once per distinct text (here 2 rows of 6) and every row still gets forward's output."""
+    net = _random_net(tiny_prior_cfg)
+    ids = torch.tensor([0, 1, 1, 0, 0, 1])
+    text = {k: v[ids] for k, v in _text(tiny_prior_cfg, 2, 0).items()}
+    rows_seen: list[int] = []
+    forward_kv = prior_net.ResidualAttentionBlock.forward_kv
+
+    def count(self: prior_net.ResidualAttentionBlock, x: torch.Tensor, *args: Any) -> Any:
+        rows_seen.append(x.shape[0])
+        return forward_kv(self, x, *args)
+
+    monkeypatch.setattr(prior_net.ResidualAttentionBlock, "forward_kv", count)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        shared = encode_prefix(net, **text, text_ids=ids + 5)  # any ids, equal where equal
+        assert rows_seen == [2] * net.cfg.layers  # every layer ran on the 2 distinct rows
+        rows_seen.clear()
+        alone = encode_prefix(net, **text)  # no ids: every row computed
+        assert rows_seen == [6] * net.cfg.layers
+        x_t = torch.randn(6, net.cfg.clip_dim, generator=g) * 3
+        steps = torch.tensor([999, 10, 500, 0, 999, 250])
+        want = net(x_t, steps, **text)
+        for prefix in (shared, alone):
+            got = predict_with_prefix(net, x_t, steps, prefix)
+            torch.testing.assert_close(got, want, rtol=0.0, atol=ATOL)
+        with pytest.raises(ValueError, match=r"text_ids must have shape \(6,\), got \(5,\)"):
+            encode_prefix(net, **text, text_ids=ids[:5])
+
+
 def test_rows_must_match_the_prefix(tiny_prior_cfg: PriorConfig) -> None:
     net = _random_net(tiny_prior_cfg)
     prefix = encode_prefix(net, **_text(tiny_prior_cfg, 2, 0))
@@ -158,3 +192,28 @@ def test_prior_stage_equals_the_uncached_net(monkeypatch: pytest.MonkeyPatch, sa
     for got, want in zip(cached + alone, uncached + uncached_alone, strict=True):
         assert want.abs().max() > 0.1
         torch.testing.assert_close(got, want, rtol=0.0, atol=ATOL)
+
+
+def test_prior_stage_encodes_each_distinct_prompt_prefix_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """2 prompts x n 2 x k candidates, guided: the prefix runs on 3 rows (2 prompts + the empty
+    one), not on 2 * 2 * k * 2."""
+    family = make_reference_family(0)
+    specs = [
+        RenderSpec(kind="generate", prompt=p, n=2, seed=1, steps=StageSteps(3, 2, 2))
+        for p in ("a red cube", "two blue balls")
+    ]
+    prefix_rows: list[int] = []
+    forward_kv = prior_net.ResidualAttentionBlock.forward_kv
+
+    def count(self: prior_net.ResidualAttentionBlock, x: torch.Tensor, mask: Any,
+              past: Any = None) -> Any:  # fmt: skip
+        if past is None:
+            prefix_rows.append(x.shape[0])
+        return forward_kv(self, x, mask, past)
+
+    monkeypatch.setattr(prior_net.ResidualAttentionBlock, "forward_kv", count)
+    assert family.defaults.prior_candidates > 1
+    prior_stage.run_prior(family, specs)
+    assert set(prefix_rows) == {3}

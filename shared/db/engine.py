@@ -34,6 +34,10 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 LIBPQ_MIN_CONNECT_TIMEOUT_S = 2
 # A call still unanswered this long after the server's statement timeout: the server is gone.
 DEADLINE_MARGIN_S = 1.0
+# Connections a pool keeps open (SQLAlchemy's default); a process with more threads talking to
+# the database at once (a worker running a batch) asks for more: connections past the pool
+# size are opened for one checkout and closed at checkin, a new connection each time.
+POOL_SIZE = 5
 
 
 class DatabaseUnavailableError(DatabaseUnavailable, OperationalError):  # type: ignore[misc]
@@ -117,11 +121,13 @@ def engine_for_url(
     statement_timeout_s: float | None = None,
     ping_timeout_s: float | None = None,
     pool_timeout_s: float = POOL_TIMEOUT_S,
+    pool_size: int = POOL_SIZE,
 ) -> Engine:
     """An engine for `url`; SQLite files get their folder created and their pragmas set.
 
     `statement_timeout_s` None (migrations) lets statements run as long as they need; the
-    pool's liveness ping gets `ping_timeout_s` (None: the connect timeout).
+    pool's liveness ping gets `ping_timeout_s` (None: the connect timeout); the pool keeps
+    up to `pool_size` connections open.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
@@ -130,7 +136,7 @@ def engine_for_url(
         )
         engine = create_engine(
             url, pool_pre_ping=True, pool_timeout=pool_timeout_s, poolclass=_FailFastPool,
-            connect_args=connect_args,
+            pool_size=pool_size, connect_args=connect_args,
         )  # fmt: skip
         event.listen(engine, "handle_error", _as_outage)
         install_connect_deadline(engine, connect_s=connect_timeout_s)
@@ -143,17 +149,20 @@ def engine_for_url(
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, pool_timeout=pool_timeout_s)
     database = parsed.database or ""
+    sizing: dict[str, Any] = {}
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        sizing["pool_size"] = pool_size  # a file's QueuePool (memory databases pool otherwise)
     engine = create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-    )
+        url, **sizing,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+    )  # fmt: skip
     event.listen(engine, "connect", _enable_sqlite_pragmas)
     event.listen(engine, "handle_error", _as_outage)
     return engine
 
 
-def make_engine(settings: Settings) -> Engine:
+def make_engine(settings: Settings, *, pool_size: int = POOL_SIZE) -> Engine:
     """The engine for settings.database_url, with the settings' connect and statement timeouts."""
     return engine_for_url(
         settings.database_url,
@@ -161,6 +170,7 @@ def make_engine(settings: Settings) -> Engine:
         statement_timeout_s=settings.db_statement_timeout_s,
         ping_timeout_s=settings.db_ping_timeout_s,
         pool_timeout_s=settings.db_pool_timeout_s,
+        pool_size=pool_size,
     )
 
 

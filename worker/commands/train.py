@@ -53,6 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--last-step-share", type=float, default=None,
                         help="upsampler256 only: share of rows trained at the last timestep, "
                              "where a 1-step cascade samples (default 0: uniform t)")
+    parser.add_argument("--degradation", default=None, choices=("blur", "bsr"),
+                        help="upsampler256 only: corruption of the 64 px input in training: "
+                             "blur (the default: mild Gaussian blur and noise around the "
+                             "32 -> 64 upsampler's softness) or bsr (blur, rescale, noise, "
+                             "JPEG; the only one before, so older checkpoints resume with "
+                             "it); resume with the same")
     parser.add_argument("--precision", default="bf16", choices=("bf16", "fp32"),
                         help="autocast dtype of the forward pass (weights stay fp32)")
     parser.add_argument("--seed", type=int, default=0, help="data and noise seed")
@@ -112,6 +118,8 @@ def _check(args: argparse.Namespace) -> str | None:
     upsampler_only = (args.l1_weight, args.last_step_share)
     if args.stage != "upsampler256" and any(v is not None for v in upsampler_only):
         return f"--l1-weight and --last-step-share apply to upsampler256, not {args.stage!r}"
+    if args.stage != "upsampler256" and args.degradation is not None:
+        return f"--degradation applies to upsampler256, not {args.stage!r}"
     if args.l1_weight is not None and not args.l1_weight >= 0:
         return f"--l1-weight must be >= 0, got {args.l1_weight}"
     if args.last_step_share is not None and not 0 <= args.last_step_share <= 1:
@@ -131,6 +139,8 @@ def _stage_options(args: argparse.Namespace) -> dict[str, Any]:
 
         options["loss_terms"] = UpsamplerLoss(l1_weight=args.l1_weight or 0.0,
                                               last_step_share=args.last_step_share or 0.0)
+    if args.degradation is not None:
+        options["degradation"] = args.degradation
     if args.decoder_attention is not None:
         options["attention_resolutions"] = tuple(
             int(p) for p in args.decoder_attention.split(","))

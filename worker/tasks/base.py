@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from celery import Task
+from sqlalchemy import inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.claims import (
@@ -35,7 +36,7 @@ from shared.db.claims import (
     job_status,
     release_claim,
 )
-from shared.db.engine import make_engine, make_sessionmaker
+from shared.db.engine import POOL_SIZE, make_engine, make_sessionmaker
 from shared.db.models import Job
 from shared.db.outbox import PendingMessage, mark_published, record_message
 from shared.db.states import JobStatus, Stage, next_stage
@@ -60,6 +61,17 @@ log = logging.getLogger(__name__)
 
 Outcome = Literal["done", "duplicate", "cancelled", "lost", "failed", "retrying", "handed_back"]
 STORAGE_UNAVAILABLE = "storage_unavailable"
+# Pooled connections beyond one per job of a batch: heartbeats, the outbox-mark timer, reads.
+SPARE_CONNECTIONS = 3
+
+
+def fully_loaded(job: Job) -> bool:
+    """Every column of the row is loaded (none expired), so a stage can read it detached."""
+    state = inspect(job)
+    return not (state.unloaded & _JOB_COLUMNS)
+
+
+_JOB_COLUMNS = frozenset(column.key for column in inspect(Job).column_attrs)
 
 
 @dataclass(frozen=True)
@@ -105,9 +117,12 @@ class RenderTask(Task):  # type: ignore[misc]
         # A pool process forked after the main process built its own must not share them.
         if current is None or current.pid != os.getpid():
             settings = get_settings()
+            # Every job of a batch runs its transactions in a thread of its own: a pool smaller
+            # than that opened and closed a connection per transaction past its size.
+            pool_size = max(POOL_SIZE, settings.batch.max + SPARE_CONNECTIONS)
             RenderTask._resources = current = Resources(
                 settings=settings,
-                sessions=make_sessionmaker(make_engine(settings)),
+                sessions=make_sessionmaker(make_engine(settings, pool_size=pool_size)),
                 storage=make_storage(settings),
             )
         return current
@@ -148,16 +163,15 @@ class RenderTask(Task):  # type: ignore[misc]
         # ---- dynamic batching (H-throughput): more waiting jobs, each run by _run_claimed ----
         batch = gather_batch(self, res, claim, job)
         if batch is not None:
+            rows = {row.id: row for row in batch.jobs}  # as each claim left it: not read again
             with self.batch_scope(batch.jobs):
-                return batch.run(
-                    lambda held: self._run_claimed(res, held, job if held is claim else None)
-                )
+                return batch.run(lambda held: self._run_claimed(res, held, rows.get(held.job_id)))
         # ---- end of dynamic batching ----
         return self._run_claimed(res, claim, job)
 
     def _run_claimed(self, res: Resources, claim: Claim, job: Job | None = None) -> Outcome:
         """The claimed stage, from render to hand-off; `job` is the row as the claim left it
-        (read again when not given)."""
+        (read again when not given, or when a column of it is not loaded)."""
         progress = ProgressWriter(
             res.sessions,
             claim,
@@ -166,7 +180,7 @@ class RenderTask(Task):  # type: ignore[misc]
         )
         try:
             with Heartbeat(res.sessions, claim, interval_s=res.settings.heartbeat_interval_s):
-                if job is None:
+                if job is None or not fully_loaded(job):
                     with res.sessions() as session:
                         job = session.get_one(Job, claim.job_id)
                 output = self.render(job, claim, progress)

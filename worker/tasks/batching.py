@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import select
 from torch import Tensor
 
 from shared import metrics
@@ -354,6 +355,11 @@ def _claim_compatible(task: RenderTask, res: Resources, key: CompatKey, family: 
             if claim is not None:
                 task.on_claimed(session, job)  # what the stage records at its claim
                 claims.append((claim, job))
+        if claims:  # one read brings back what the claims expired (started_at), for every row
+            session.scalars(
+                select(Job).where(Job.id.in_([c.job_id for c, _ in claims]))
+                .execution_options(populate_existing=True)
+            ).all()  # fmt: skip
     return claims
 
 

@@ -8,7 +8,8 @@ product differs from the same rows among 8. In batch-invariant mode products the
 chunks whose size depends only on the input's shape past the batch dimension (one batch item
 per call when an item has 4 rows or more, otherwise 4 rows padded with zeros), convolutions
 one image at a time for large feature maps and in padded pairs for small ones, and attention
-modules that project inside torch's functional attention one item at a time.
+modules that project inside torch's functional attention one item at a time. GroupNorm
+(`group_norm`, called by the networks' own norm layers) runs one image at a time.
 
 The mechanism is installed once per family (`install`, which Family does on construction):
 every Linear, Conv1d/Conv2d, nn.MultiheadAttention and open_clip AttentionPool2d of its
@@ -115,6 +116,21 @@ def matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if _mode_for(x) is None:
         return x @ weight
     return _in_chunks(x, MIN_ROWS, lambda rows: rows @ weight)
+
+
+def group_norm(
+    x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    eps: float,
+) -> torch.Tensor:  # fmt: skip
+    """F.group_norm; one image at a time on the CPU when the thread's mode is on.
+
+    PyTorch's CPU kernel for channels-last maps splits an image's statistics across threads
+    when there are few images, so with more than one thread an image's result depends on its
+    batch (measured: up to 6e-6 at 2 threads; NCHW maps and one thread give equal bits).
+    """
+    if _mode_for(x) is None or x.shape[0] == 1:
+        return F.group_norm(x, groups, weight, bias, eps)
+    return torch.cat([F.group_norm(x[i : i + 1], groups, weight, bias, eps) for i in range(len(x))])
 
 
 def stable_conv(

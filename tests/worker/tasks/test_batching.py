@@ -296,3 +296,22 @@ def test_a_batch_encodes_its_prompts_once_and_records_each_jobs_verdicts_once(
             n = farm.job(job_id).n
             assert farm.job(job_id).status == "succeeded"
             assert sorted(checkers) == sorted(["lexical", "semantic", *["image"] * n])
+
+
+def test_batched_jobs_run_on_the_rows_their_claims_left_not_read_again(
+    farm: Farm, make_job: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[bool] = []
+    real = base.fully_loaded
+
+    def spy(job: Job) -> bool:
+        checked.append(real(job))
+        return checked[-1]
+
+    monkeypatch.setattr(base, "fully_loaded", spy)
+    farm.batch(4)
+    jobs = _four_jobs(make_job)
+    farm.run_all(jobs)
+    # Every job of every stage got its row from its claim, complete: none was read again.
+    assert checked == [True] * 12
+    assert all(farm.job(job_id).status == "succeeded" for job_id in jobs)

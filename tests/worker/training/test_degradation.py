@@ -1,11 +1,21 @@
-"""Low-res degradations: the blur keeps flat areas, BSR-style output is seeded and in range."""
+"""Low-res degradations: the blur keeps flat areas, BSR-style output is seeded and in range,
+the 64 -> 256 stage's blur is milder than the first upsampler's."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from worker.training.degradation import anisotropic_blur, bsr_degrade, gaussian_blur
+from worker.training.degradation import (
+    CASCADE_BLUR,
+    FIRST_UPSAMPLER_BLUR,
+    BlurRanges,
+    anisotropic_blur,
+    blur_noise_degrade,
+    bsr_degrade,
+    gaussian_blur,
+)
 
 
 def _edge_image() -> torch.Tensor:
@@ -40,3 +50,28 @@ def test_bsr_degradation_is_seeded_in_range_and_changes_the_image() -> None:
     assert float(a.min()) >= -1.0 and float(a.max()) <= 1.0
     changed = [not torch.equal(bsr_degrade(x, np.random.default_rng(s)), x) for s in range(8)]
     assert sum(changed) >= 6
+
+
+def test_blur_ranges_reject_bad_values() -> None:
+    with pytest.raises(ValueError, match="blur prob must be in"):
+        BlurRanges(prob=1.5, sigma=(0.3, 0.8), noise_std_max=0.0)
+    with pytest.raises(ValueError, match="sigma range must be 0 < lo <= hi"):
+        BlurRanges(prob=0.5, sigma=(0.8, 0.3), noise_std_max=0.0)
+    with pytest.raises(ValueError, match="noise_std_max must be >= 0"):
+        BlurRanges(prob=0.5, sigma=(0.3, 0.8), noise_std_max=-0.1)
+
+
+def test_the_cascade_blur_is_milder_than_the_first_upsamplers() -> None:
+    assert CASCADE_BLUR.sigma[1] <= FIRST_UPSAMPLER_BLUR.sigma[1]
+    assert CASCADE_BLUR.noise_std_max < FIRST_UPSAMPLER_BLUR.noise_std_max
+    x = _edge_image().repeat(16, 1, 1, 1)
+    mild = blur_noise_degrade(x, torch.Generator().manual_seed(0), CASCADE_BLUR)
+    first = blur_noise_degrade(x, torch.Generator().manual_seed(0))  # FIRST_UPSAMPLER_BLUR
+    assert float((mild - x).abs().mean()) < float((first - x).abs().mean())
+    assert float(mild.min()) >= -1.0 and float(mild.max()) <= 1.0
+
+
+def test_blur_with_no_rows_blurred_and_no_noise_keeps_the_image() -> None:
+    x = _edge_image()
+    none = BlurRanges(prob=0.0, sigma=(0.3, 0.8), noise_std_max=0.0)
+    assert torch.equal(blur_noise_degrade(x, torch.Generator().manual_seed(0), none), x)

@@ -108,3 +108,24 @@ def test_the_mode_belongs_to_the_thread_that_set_it() -> None:
         thread.join()
     assert seen["on"] == batch_invariance.Mode(small_map=64) and seen["off"] is None
     assert current_mode() is None
+
+
+def test_group_norm_of_channels_last_maps_is_per_image_in_the_mode() -> None:
+    """With 2 threads PyTorch's channels-last GroupNorm gives an image other bits inside a
+    batch; in the mode each image's result equals its result alone (the upsamplers' case)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(4, 64, 32, 32, generator=g).contiguous(memory_format=torch.channels_last)
+        weight, bias = torch.randn(64, generator=g), torch.randn(64, generator=g)
+        alone = [
+            batch_invariance.group_norm(x[i : i + 1], 32, weight, bias, 1e-5) for i in range(4)
+        ]
+        with batch_invariance.batch_invariance(True):
+            batched = batch_invariance.group_norm(x, 32, weight, bias, 1e-5)
+        plain = batch_invariance.group_norm(x, 32, weight, bias, 1e-5)  # mode off: one call
+        assert torch.equal(batched, torch.cat(alone))
+        torch.testing.assert_close(plain, batched, rtol=0.0, atol=1e-4)
+    finally:
+        torch.set_num_threads(before)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worker.unclip import batch_invariance
+
 GROUPS = 32
 
 
@@ -45,7 +47,7 @@ class GroupNorm32(nn.GroupNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = None if self.weight is None else self.weight.float()
         bias = None if self.bias is None else self.bias.float()
-        y = F.group_norm(x.float(), self.num_groups, weight, bias, self.eps)
+        y = batch_invariance.group_norm(x.float(), self.num_groups, weight, bias, self.eps)
         if self.silu:
             y = F.silu(y, inplace=_in_place())
         return y.to(x.dtype)

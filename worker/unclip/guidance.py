@@ -67,7 +67,11 @@ def _take(encoding: TextEncoding, index: Tensor) -> TextEncoding:
 
 
 def concat_encodings(first: TextEncoding, second: TextEncoding) -> TextEncoding:
-    """Rows of `first` then rows of `second` (the [cond; uncond] layout)."""
+    """Rows of `first` then rows of `second` (the [cond; uncond] layout).
+
+    Text ids are kept (concatenated) when both have them: they must number one set of distinct
+    prompts, as the pair from one `encode_prompts_with_null` call does.
+    """
     return TextEncoding(
         pooled=torch.cat([first.pooled, second.pooled]),
         tokens=torch.cat([first.tokens, second.tokens]),

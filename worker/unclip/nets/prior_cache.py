@@ -51,10 +51,11 @@ def encode_prefix(
     net.check_text_tokens(text_tokens)
     mask = net.attention_mask(text_mask)  # (B, 1, S, S)
     first, inverse = _distinct(text_ids, text_emb.shape[0])
+    distinct_mask = mask
     if first is not None:
-        text_emb, text_tokens, text_mask = text_emb[first], text_tokens[first], text_mask[first]
+        text_emb, text_tokens, distinct_mask = text_emb[first], text_tokens[first], mask[first]
     prefix = net.cfg.text_ctx + 1
-    prefix_mask = net.attention_mask(text_mask)[:, :, :prefix, :prefix].contiguous()
+    prefix_mask = distinct_mask[:, :, :prefix, :prefix].contiguous()
     x = net.prefix_tokens(text_emb, text_tokens)
     kv: list[KeyValues] = []
     for block in net.transformer.blocks:

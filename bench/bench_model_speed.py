@@ -80,6 +80,7 @@ def build(config: str, variant: str) -> Family:
         family.to("cpu", torch.bfloat16)
     if variant == "fp32-eager":
         family.frozen_graphs = False
+    family.frozen_graphs_trace_after_calls = 0  # steady state: trace on first use
     return family
 
 

@@ -3,11 +3,12 @@
 Usage, from the repository root (PostgreSQL and Redis as in docs/benchmarks.md for distributed):
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_service [--jobs 16] [--steps 10,10,4]
         [--modes embedded,distributed] [--batch 1,8] [--repeat 2] [--one-step 20]
-        [--task-level 2] [--warm-rounds 1] [--trees after=DIR,before=DIR]
+        [--task-level 2] [--warm-rounds 1] [--trees after=DIR,before=DIR] [--family DIR]
         [--json docs/bench/service_throughput.json]
 
 The same small jobs (generate, n=1, distinct prompts and seeds, the tiny random-weight
-reference family, 64x64) are rendered in the same run:
+reference family or the `--family` folder given, e.g. the shipped models/shapes, 64x64) are
+rendered in the same run:
 - bare: worker/unclip/render.py `render()` in this process, one job at a time (beside the
   unbatched service runs) or eight at a time (beside the batched ones): the library alone;
 - embedded: `unclip up` (SQLite, filesystem broker, local storage; API and worker processes);
@@ -56,6 +57,7 @@ from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.migrate import upgrade
 from shared.db.models import Job
 from shared.settings import Settings
+from worker.unclip.family import load_family
 from worker.unclip.reference_family import make_reference_family, save_reference_family
 from worker.unclip.render import render
 from worker.unclip.render_spec import RenderSpec, StageSteps
@@ -90,10 +92,16 @@ class Rate:
     cpu_s_per_image: float
 
 
-def bare_rate(jobs: int, steps: StageSteps, batch: int, warm_rounds: int = 0) -> Rate:
+def bare_rate(
+    jobs: int, steps: StageSteps, batch: int, warm_rounds: int = 0, family_dir: Path | None = None
+) -> Rate:
     """The library alone on the same jobs, `batch` specs per render() call, after one job
-    (or `warm_rounds` untimed passes over the same calls) as a warm-up."""
-    family = make_reference_family(device="cpu", dtype=torch.float32)
+    (or `warm_rounds` untimed passes over the same calls) as a warm-up; the family in
+    `family_dir`, else the tiny reference family."""
+    if family_dir is None:
+        family = make_reference_family(device="cpu", dtype=torch.float32)
+    else:
+        family = load_family(family_dir)
     specs = [job_spec(i, steps) for i in range(jobs)]
     render(family, specs[:1])  # warm-up
     for _ in range(warm_rounds):  # the same batch shapes as timed (per-shape caches)
@@ -332,6 +340,9 @@ def main() -> None:
                         help="also N rounds of the stage tasks in process vs bare")  # fmt: skip
     parser.add_argument("--warm-rounds", type=int, default=0,
                         help="untimed rounds of the same jobs first, service and bare")  # fmt: skip
+    parser.add_argument("--family", type=Path, default=None,
+                        help="a family folder for service and bare (default: the tiny "
+                        "reference family)")  # fmt: skip
     parser.add_argument("--trees", type=_trees, default={"this": REPO},
                         help="NAME=DIR,...: the service from each source tree in turn")  # fmt: skip
     args = parser.parse_args()
@@ -347,8 +358,9 @@ def main() -> None:
     batches = [int(b) for b in args.batch.split(",") if b]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-family-") as family_dir:
-        family = Path(family_dir)
-        save_reference_family(family)
+        family = args.family.resolve() if args.family else Path(family_dir)
+        if not args.family:
+            save_reference_family(family)
         for repeat in range(args.repeat):
             for mode in [m for m in args.modes.split(",") if m]:
                 # Odd repeats run the batch sizes in reverse, so neither always goes first.
@@ -371,7 +383,7 @@ def measure(mode: str, batch: int, family: Path, bodies: list[dict[str, Any]],
     shared: only figures taken together compare); one row per tree."""
     trees = list(args.trees.items())
     trees = trees if repeat % 2 == 0 else trees[::-1]
-    bares = [bare_rate(len(bodies), args.steps, batch, args.warm_rounds)]
+    bares = [bare_rate(len(bodies), args.steps, batch, args.warm_rounds, args.family)]
     runs = []
     for name, tree in trees:
         run: dict[str, Any] = {"mode": mode, "batch_max": batch, "jobs": len(bodies)}
@@ -389,7 +401,7 @@ def measure(mode: str, batch: int, family: Path, bodies: list[dict[str, Any]],
             if args.one_step and mode == "embedded" and batch == 1:
                 one = [job_body(20_000 + i, StageSteps(1, 1, 1)) for i in range(args.one_step)]
                 run[f"{args.one_step}_one_step_jobs_s"] = round(run_jobs(service, one), 2)
-        bares.append(bare_rate(len(bodies), args.steps, batch, args.warm_rounds))
+        bares.append(bare_rate(len(bodies), args.steps, batch, args.warm_rounds, args.family))
         runs.append(run)
     return [_row(run, bares[i], bares[i + 1], len(bodies)) for i, run in enumerate(runs)]
 

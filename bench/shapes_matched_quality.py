@@ -124,6 +124,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     family = load_family(args.family)
+    family.frozen_graphs_trace_after_calls = 0  # steady state: trace on first use
     with torch.inference_mode():
         scores = [] if args.skip_scores else score(family, args.setting, args.prompts)
         times = timing(family, args.setting, args.time_prompts, args.repeats)

@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     # UNCLIP_FROZEN_GRAPHS: run the decoder and upsampler calls as frozen TorchScript graphs
     # on CPU (the eager bytes, 10-25% less CPU per call; worker/unclip/frozen_graphs.py).
     frozen_graphs: bool = True
+    # UNCLIP_FROZEN_GRAPHS_TRACE_AFTER_CALLS: eager calls of a batch shape before its graph is
+    # traced (0: on first use; unset: the library's default, TRACE_AFTER_CALLS).
+    frozen_graphs_trace_after_calls: int | None = Field(default=None, ge=0)
     # Base of image URLs in responses; None means the URL the request came in on.
     public_base_url: str | None = None
     limits: Limits = Limits()

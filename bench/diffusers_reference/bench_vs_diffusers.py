@@ -88,6 +88,7 @@ def build_config(name: str) -> tuple[Family, Any]:
         family.defaults = replace(family.defaults, prior_candidates=1)
     else:
         raise SystemExit(f"unknown config {name!r}; allowed: {', '.join(CONFIGS)}")
+    family.frozen_graphs_trace_after_calls = 0  # steady state: trace on first use
     sizes = Sizes(
         family.clip_config, family.prior_config, family.decoder_config, family.upsampler_config
     )

@@ -134,10 +134,13 @@ def build_config(name: str, seed: int = 0) -> Config:
     """ "karlo-tiny" (Karlo's layout, random weights) or "shapes" (models/shapes, adapted)."""
     if name == "karlo-tiny":
         karlo, ours3, ours7 = build_both(seed)
+        for ours in (ours3, ours7):
+            ours.frozen_graphs_trace_after_calls = 0  # steady state: trace on first use
         return Config(name, karlo, {"ours-3ch": ours3, "ours-7ch": ours7}, SIZES[0])
     if name == "shapes":
         family = load_family(SHAPES_FAMILY)
         family.defaults = replace(family.defaults, prior_candidates=1)  # Karlo's n_samples 1
+        family.frozen_graphs_trace_after_calls = 0  # steady state: trace on first use
         karlo = build_karlo_shapes(import_karlo(), family)
         return Config(name, karlo, {"ours": family}, family.final_size)
     raise SystemExit(f"unknown config {name!r}; allowed: {', '.join(CONFIGS)}")

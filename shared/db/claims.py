@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, CursorResult, and_, func, or_, select, upd
 from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
-from shared.db.job_events import record_event, record_status_event
+from shared.db.job_events import DeliveryTarget, record_event, record_status_event
 from shared.db.models import Job, JobImage, StageAttempt
 from shared.db.states import STAGE_ORDER, JobStatus, Stage, next_stage
 from shared.metrics import count_finished
@@ -34,6 +34,9 @@ class Claim:
     stage: Stage
     attempt: int  # the job-wide attempt number; storage keys and job_images carry it
     worker_id: str
+    # The job's webhook, read by the claim itself, so the events of this attempt need not
+    # read the job row again (None: record_event reads it).
+    delivery: DeliveryTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ def claim_stage(
             Job.heartbeat_at < now - timedelta(seconds=stale_after_s),
         ),
     )
-    if count_stage_attempts(session, job_id=job_id, stage=stage) >= max_attempts:
+    tried = count_stage_attempts(session, job_id=job_id, stage=stage)
+    if tried >= max_attempts:
         message = f"stage {stage} was tried {max_attempts} times (max_attempts={max_attempts})"
         failed = session.execute(
             update(Job)
@@ -124,7 +128,7 @@ def claim_stage(
             record_event(session, job_id, "failed", {"code": TOO_MANY_ATTEMPTS, "stage": stage})
         _close_running(session, job_id=job_id, stage=stage, status="lost", now=now)
         return None
-    attempt = session.execute(
+    claimed = session.execute(
         update(Job)
         .where(claimable)
         .values(
@@ -137,12 +141,15 @@ def claim_stage(
             progress_step=0,
             progress_total=None,
         )
-        .returning(Job.attempt)
-    ).scalar_one_or_none()
-    if attempt is None:
+        .returning(Job.attempt, Job.webhook_url, Job.webhook_events, Job.api_key_id)
+    ).one_or_none()
+    if claimed is None:
         return None
-    # An earlier claim of this stage that is still "running" died without a word.
-    _close_running(session, job_id=job_id, stage=stage, status="lost", now=now)
+    attempt = claimed.attempt
+    delivery = DeliveryTarget.of(job_id, claimed.webhook_url, claimed.webhook_events,
+                                 claimed.api_key_id)  # fmt: skip
+    if tried:  # an earlier claim of this stage that is still "running" died without a word
+        _close_running(session, job_id=job_id, stage=stage, status="lost", now=now)
     session.add(
         StageAttempt(
             job_id=job_id,
@@ -154,8 +161,10 @@ def claim_stage(
         )
     )
     session.flush()
-    record_event(session, job_id, "started", {"stage": stage.value, "attempt": attempt})
-    return Claim(job_id=job_id, stage=stage, attempt=attempt, worker_id=worker_id)
+    record_event(session, job_id, "started", {"stage": stage.value, "attempt": attempt},
+                 target=delivery)  # fmt: skip
+    return Claim(job_id=job_id, stage=stage, attempt=attempt, worker_id=worker_id,
+                 delivery=delivery)  # fmt: skip
 
 
 def live_holder(session: Session, *, job_id: str, stage: str) -> datetime | None:
@@ -227,7 +236,7 @@ def record_progress(
         return False
     record_event(session, claim.job_id, "progress", {
         "stage": claim.stage.value, "step": step, "steps": total,
-        "overall": round(min(max(progress, 0.0), 1.0), 4)})  # fmt: skip
+        "overall": round(min(max(progress, 0.0), 1.0), 4)}, target=claim.delivery)  # fmt: skip
     return True
 
 
@@ -276,9 +285,11 @@ def complete_stage(
         attempt=claim.attempt,
     )
     add_images(session, claim, images, publish=publish)
-    record_event(session, claim.job_id, "stage_done", {"stage": claim.stage.value})
+    record_event(session, claim.job_id, "stage_done", {"stage": claim.stage.value},
+                 target=claim.delivery)  # fmt: skip
     if values["status"] == JobStatus.succeeded and publish:
-        record_status_event(session, claim.job_id, JobStatus.succeeded.value)
+        record_status_event(session, claim.job_id, JobStatus.succeeded.value,
+                            target=claim.delivery)  # fmt: skip
     return True
 
 
@@ -335,7 +346,7 @@ def fail_stage(
     moved = _rowcount(session.execute(update(Job).where(_owned(claim)).values(**values))) == 1
     if moved and not retry:
         record_event(session, claim.job_id, "failed", {"stage": claim.stage.value,
-                                                       "code": error_code})  # fmt: skip
+                     "code": error_code}, target=claim.delivery)  # fmt: skip
     return moved
 
 

@@ -114,6 +114,9 @@ def get_family(settings: Settings) -> Family:
                 family = _load(settings, device, dtype)
                 family.reproducible = settings.reproducible  # before any render sees it
                 family.frozen_graphs = settings.frozen_graphs
+                after = settings.frozen_graphs_trace_after_calls
+                if after is not None:
+                    family.frozen_graphs_trace_after_calls = after
                 _cache[key] = family
             except Exception as exc:
                 raise FamilyUnavailable(

@@ -18,7 +18,7 @@ from worker.unclip.configs import ClipConfig, DecoderConfig, PriorConfig, Upsamp
 from worker.unclip.diffusion import GaussianDiffusion, diffusion_from_config, respaced
 from worker.unclip.diffusion.respace import SPACING_KINDS, spacing_spec
 from worker.unclip.diffusion.samplers import SAMPLER_NAMES
-from worker.unclip.frozen_graphs import GraphCache
+from worker.unclip.frozen_graphs import TRACE_AFTER_CALLS, GraphCache
 from worker.unclip.nets import DecoderNet, PriorNet, UpsamplerPair
 from worker.unclip.render_spec import StageSteps
 
@@ -153,6 +153,9 @@ class Family:
     # Run the decoder and upsampler calls as frozen graphs where they give the eager bytes
     # (worker/unclip/frozen_graphs.py). A worker sets it from settings.frozen_graphs.
     frozen_graphs: bool = True
+    # Eager calls of a network call's shape before it is traced (0: on first use); a worker
+    # sets it from settings.frozen_graphs_trace_after_calls.
+    frozen_graphs_trace_after_calls: int = TRACE_AFTER_CALLS
     _respaced: dict[tuple[str, int, str], GaussianDiffusion] = field(default_factory=dict)
     _graphs: GraphCache = field(default_factory=GraphCache)
 
@@ -168,7 +171,10 @@ class Family:
     @property
     def graphs(self) -> GraphCache | None:
         """The cache of frozen network calls; None when frozen_graphs is off."""
-        return self._graphs if self.frozen_graphs else None
+        if not self.frozen_graphs:
+            return None
+        self._graphs.trace_after_calls = self.frozen_graphs_trace_after_calls
+        return self._graphs
 
     @property
     def clip_config(self) -> ClipConfig:

@@ -9,13 +9,15 @@ eager call's bit for bit (tests/worker/unclip/test_frozen_graphs.py), and a call
 (oneDNN-prepacked convolutions) and TorchScript's static runtime were measured slower here.
 
 A trace holds for one set of input shapes, so graphs are cached per (network, shapes,
-dtypes, strides), most recently used first, and traced on first use (about 0.5-1 CPU s
-each). They are used only where they change nothing: CPU tensors, no autograd, and
-batch-invariant mode off (its chunked layers decide per call in Python, which a trace would
-bake in). A lock makes the cache safe for concurrent renders in threads; a frozen graph
-itself may run in several threads at once. Python-level module hooks and patched methods
-do not run inside a graph: switch `Family.frozen_graphs` off to observe calls. TorchScript
-is deprecated in torch 2.x: should tracing fail, the call runs eagerly.
+dtypes, strides), most recently used first. Tracing costs about 0.5-2 CPU s (with the two
+profiling runs TorchScript's executor makes of a new graph), so a shape is traced only on its
+`TRACE_AFTER_CALLS`-th call (rent, then buy: a one-off batch shape never pays a trace), by
+one thread while the others run it eagerly. Graphs are used only where they change nothing:
+CPU tensors, no autograd, and batch-invariant mode off (its chunked layers decide per call
+in Python, which a trace would bake in). Locks make the cache safe for concurrent renders in
+threads; a frozen graph itself may run in several threads at once. Python-level module hooks
+and patched methods do not run inside a graph: switch `Family.frozen_graphs` off to observe
+calls. TorchScript is deprecated in torch 2.x: should tracing fail, the call runs eagerly.
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ from worker.unclip.nets.unet import AttentionBlock, AttentionContext
 from worker.unclip.nets.upsampler_net import UpsamplerNet
 
 MAX_GRAPHS = 24  # per family: (stage network x batch shape) pairs kept
+# Eager calls a (network, shapes) key makes before it is traced. A trace with the two
+# profiling runs TorchScript makes of a new graph costs ~0.5-2 CPU s, tens of calls' worth of
+# what it then saves per call (docs/benchmarks.md, issue 10). Dynamic batching meets many batch
+# shapes once: traced on first use, each of those paid a trace it never earned back (and could
+# push a useful graph out of the cache). 20 calls: a shape is traced in its second 10-step
+# render, a shape met in one render never.
+TRACE_AFTER_CALLS = 20
 
 
 def _signature(inputs: tuple[Any, ...]) -> tuple[Hashable, ...]:
@@ -49,30 +58,81 @@ def _signature(inputs: tuple[Any, ...]) -> tuple[Hashable, ...]:
 
 
 class GraphCache:
-    """Frozen traces of network calls, keyed by (name, input signature), thread-safe."""
+    """Frozen traces of network calls, keyed by (name, input signature), thread-safe.
 
-    def __init__(self, max_graphs: int = MAX_GRAPHS) -> None:
+    A key runs eagerly until it has been called `trace_after_calls` times (0: trace on first
+    use); then one thread traces it while others keep running eagerly.
+    """
+
+    def __init__(
+        self,
+        max_graphs: int = MAX_GRAPHS,
+        trace_after_calls: int = TRACE_AFTER_CALLS,
+    ) -> None:
+        if trace_after_calls < 0:
+            raise ValueError(f"trace_after_calls must be >= 0, got {trace_after_calls}")
         self.max_graphs = max_graphs
+        self.trace_after_calls = trace_after_calls
         self._graphs: OrderedDict[Hashable, torch.jit.ScriptModule | None] = OrderedDict()
-        self._lock = threading.Lock()
+        self._calls: OrderedDict[Hashable, int] = OrderedDict()  # eager calls of keys not traced
+        self._tracing: set[Hashable] = set()
+        self._lock = threading.Lock()  # the dictionaries
+        self._trace_lock = threading.Lock()  # one trace at a time
 
     def __len__(self) -> int:
         return len(self._graphs)
 
     def call(
-        self, name: Hashable, build: Callable[[], nn.Module], inputs: tuple[Any, ...]
-    ) -> Tensor | None:
-        """The frozen graph of build() run on `inputs`; None where tracing failed (run eager)."""
+        self,
+        name: Hashable,
+        build: Callable[[], nn.Module],
+        inputs: tuple[Any, ...],
+        eager: Callable[[], Tensor],
+    ) -> Tensor:
+        """build()(*inputs) as its frozen graph once the key has earned one, else eager()."""
         key = (name, _signature(inputs))
         with self._lock:
-            if key in self._graphs:
+            traced = key in self._graphs
+            graph = self._graphs.get(key)
+            if traced:
                 self._graphs.move_to_end(key)
-                graph = self._graphs[key]
-            else:
-                graph = self._graphs[key] = _freeze(build(), inputs)
-                while len(self._graphs) > self.max_graphs:
-                    self._graphs.popitem(last=False)
-        return None if graph is None else graph(*inputs)
+            due = (not traced and key not in self._tracing
+                   and self._calls.get(key, 0) >= self.trace_after_calls)  # fmt: skip
+            if due:
+                self._tracing.add(key)
+        if graph is not None:
+            return graph(*inputs)
+        if due:
+            graph = self._trace(key, build, inputs)
+            if graph is not None:
+                return graph(*inputs)
+            return eager()
+        if not traced:  # a failed trace (None) runs eager for good
+            self._count(key)
+        return eager()
+
+    def _trace(
+        self, key: Hashable, build: Callable[[], nn.Module], inputs: tuple[Any, ...]
+    ) -> torch.jit.ScriptModule | None:
+        try:
+            with self._trace_lock:
+                graph = _freeze(build(), inputs)
+        finally:
+            with self._lock:
+                self._tracing.discard(key)
+        with self._lock:
+            self._calls.pop(key, None)
+            self._graphs[key] = graph
+            while len(self._graphs) > self.max_graphs:
+                self._graphs.popitem(last=False)
+        return graph
+
+    def _count(self, key: Hashable) -> None:
+        with self._lock:
+            self._calls[key] = self._calls.get(key, 0) + 1
+            self._calls.move_to_end(key)
+            while len(self._calls) > 4 * self.max_graphs:  # shapes met long ago start over
+                self._calls.popitem(last=False)
 
 
 def _freeze(module: nn.Module, inputs: tuple[Any, ...]) -> torch.jit.ScriptModule | None:
@@ -130,9 +190,8 @@ def denoise(cache: GraphCache | None, decoder: DecoderNet, x: Tensor, t: Tensor,
         kv = tuple(part for b in context_blocks(decoder) for part in b.context_kv(att))
         inputs = (x, t, ctx.cond_emb, kv) + (() if att.mask is None else (att.mask,))
         key = ("decoder", id(decoder), decoder.dtype)
-        out = cache.call(key, lambda: _DecoderStep(decoder), inputs)
-        if out is not None:
-            return out
+        return cache.call(key, lambda: _DecoderStep(decoder), inputs,
+                          lambda: decoder.denoise(x, t, ctx))  # fmt: skip
     return decoder.denoise(x, t, ctx)
 
 
@@ -154,7 +213,6 @@ def upsample(
     if usable(cache, x):
         assert cache is not None
         key = ("upsampler", id(net), net.dtype)
-        out = cache.call(key, lambda: _UpsamplerStep(net), (x, t, low_res))
-        if out is not None:
-            return out
+        return cache.call(key, lambda: _UpsamplerStep(net), (x, t, low_res),
+                          lambda: net(x, t, low_res=low_res))  # fmt: skip
     return net(x, t, low_res=low_res)

@@ -163,3 +163,36 @@ def test_cancel_stops_the_owner(db_sessions: Sessions, make_job: Callable[..., s
         close_cancelled(session, claim)
     assert _attempts(db_sessions, job_id) == [("prior", 1, "cancelled")]
     assert _job(db_sessions, job_id).status == "cancelled"
+
+
+def test_a_claim_carries_the_webhook_so_its_events_read_no_job_row(
+    db_sessions: Sessions, make_job: Callable[..., str]
+) -> None:
+    from sqlalchemy import event
+
+    from shared.db.models.webhook_delivery import WebhookDelivery
+
+    job_id = make_job(webhook_url="https://example.com/hook", webhook_events="started,completed")
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    engine = db_sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        claim = _claim(db_sessions, job_id, "prior")
+        assert claim is not None and claim.delivery is not None
+        assert claim.delivery.url == "https://example.com/hook"
+        with db_sessions.begin() as session:
+            assert record_progress(session, claim, step=1, total=2, progress=0.1)
+            assert complete_stage(session, claim, output_key="k")
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "FROM jobs" in s]
+    assert reads == []  # the claim's UPDATE ... RETURNING brought the webhook along
+    with db_sessions() as session:
+        kinds = session.scalars(
+            select(WebhookDelivery.event).where(WebhookDelivery.job_id == job_id)
+        ).all()
+    assert sorted(kinds) == ["started"]  # progress and stage_done are not subscribed here

@@ -53,7 +53,7 @@ def _decoder_inputs(
 
 @pytest.mark.parametrize("padded", [True, False])
 def test_decoder_graph_gives_the_eager_output(family: Family, padded: bool) -> None:
-    cache = GraphCache()
+    cache = GraphCache(trace_after_calls=0)
     with torch.inference_mode():
         x, t, ctx = _decoder_inputs(family, 2, padded)
         assert (ctx.attention.mask is not None) == padded
@@ -65,7 +65,7 @@ def test_decoder_graph_gives_the_eager_output(family: Family, padded: bool) -> N
 
 
 def test_upsampler_graphs_per_network_and_shape(family: Family) -> None:
-    cache = GraphCache()
+    cache = GraphCache(trace_after_calls=0)
     pair = family.upsampler
     assert pair.model_last_step is not None
     size = pair.cfg.image_size
@@ -82,7 +82,7 @@ def test_upsampler_graphs_per_network_and_shape(family: Family) -> None:
 
 
 def test_no_graph_in_batch_invariant_mode_or_with_autograd(family: Family) -> None:
-    cache = GraphCache()
+    cache = GraphCache(trace_after_calls=0)
     x, t, ctx = _decoder_inputs(family, 2, True)
     with torch.inference_mode(), batch_invariance(True):
         frozen_graphs.denoise(cache, family.decoder, x, t, ctx)
@@ -96,7 +96,7 @@ def test_no_graph_in_batch_invariant_mode_or_with_autograd(family: Family) -> No
 
 
 def test_cache_keeps_the_most_recent_graphs(family: Family) -> None:
-    cache = GraphCache(max_graphs=2)
+    cache = GraphCache(max_graphs=2, trace_after_calls=0)
     net, size = family.upsampler.model_first_steps, family.upsampler.cfg.image_size
     with torch.inference_mode():
         for rows in (1, 2, 3, 1):
@@ -106,7 +106,7 @@ def test_cache_keeps_the_most_recent_graphs(family: Family) -> None:
 
 
 def test_concurrent_calls_in_threads_get_their_own_results(family: Family) -> None:
-    cache = GraphCache()
+    cache = GraphCache(trace_after_calls=0)
     net, size = family.upsampler.model_first_steps, family.upsampler.cfg.image_size
     cases, results, errors = {}, {}, []
     with torch.inference_mode():
@@ -144,7 +144,47 @@ def test_render_bytes_equal_with_and_without_graphs() -> None:
     family.frozen_graphs = False
     eager = rendered()
     family.frozen_graphs = True
+    family.frozen_graphs_trace_after_calls = 0  # trace on first use
     assert rendered() == eager
     assert family.graphs is not None and len(family.graphs) == 3  # decoder, 2 upsampler nets
     family.to("cpu", torch.float32)
     assert len(family.graphs) == 0  # moved weights: traces of the old ones are dropped
+
+
+def test_a_shape_is_traced_on_its_nth_call(family: Family) -> None:
+    cache = GraphCache(trace_after_calls=4)
+    net, size = family.upsampler.model_first_steps, family.upsampler.cfg.image_size
+    calls = []
+
+    def eager(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return net(x, t, low_res=x)
+
+    with torch.inference_mode():
+        x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(2))
+        t = torch.full((2,), 300)
+        want = net(x, t, low_res=x)
+        for n in range(6):
+            out = cache.call(("up", 0), lambda: frozen_graphs._UpsamplerStep(net), (x, t, x),
+                             lambda: eager(x, t))  # fmt: skip
+            assert torch.equal(out, want)
+            assert len(cache) == (1 if n >= 4 else 0)  # 4 eager calls, then the graph
+        lone, t3 = torch.randn(3, 3, size, size), torch.full((3,), 300)
+        cache.call(("up", 0), lambda: frozen_graphs._UpsamplerStep(net), (lone, t3, lone),
+                   lambda: eager(lone, t3))  # fmt: skip
+    assert calls == [2, 2, 2, 2, 3]  # the 5th and 6th ran the graph; a new shape starts eager
+    assert len(cache) == 1
+
+
+def test_a_negative_threshold_is_refused() -> None:
+    with pytest.raises(ValueError, match="trace_after_calls must be >= 0, got -1"):
+        GraphCache(trace_after_calls=-1)
+
+
+def test_a_family_renders_eagerly_until_a_shape_has_earned_its_graph() -> None:
+    family = make_reference_family(4)
+    spec = RenderSpec(kind="generate", prompt="a red cube", n=1, seed=3,
+                      steps=StageSteps(2, 2, 2))  # fmt: skip
+    assert family.frozen_graphs_trace_after_calls == frozen_graphs.TRACE_AFTER_CALLS > 2
+    render(family, [spec])  # 2 decoder calls, 1 of each upsampler network
+    assert family.graphs is not None and len(family.graphs) == 0  # all eager

@@ -5,7 +5,9 @@ embedding of the normalised prompt, MiniLM's pooled middle layers from the same 
 head lists `encoder_layers`), the lexical stage's per-category scores and the exemplar
 similarities below, so a term the lexical stage found ambiguous ("nude" in "a nude Venus in
 a museum") is judged in context here. Its unsafe probability is averaged with a hashed
-character n-gram model's (stored in the head file), which still reads misspelt words.
+character n-gram model's (stored in the head file), which still reads misspelt words. A head
+with a `neighbours` table (worker/moderation/neighbours.py) also reads the prompt's similarity
+to the nearest tuning prompts of each class, from the same embedding.
 Exemplar similarity is always computed and recorded; it decides only where the policy ships no
 head (or the head was trained for another encoder).
 """

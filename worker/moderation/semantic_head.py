@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from worker.moderation.neighbours import NeighbourError, NeighbourTable, neighbours_from_json
 from worker.moderation.ngram_model import NgramError, NgramModel, ngram_from_json
 
 HEAD_FORMAT = "unclip-moderation-head/2"
@@ -32,8 +33,12 @@ BENIGN = "benign"
 #   benign:    the best benign-exemplar similarity (one value);
 #   margin:    exemplar minus benign, per category;
 #   layer_states: the encoder's unit mean-pooled hidden states after each of `encoder_layers`
-#              (L x D values; the middle layers keep word-level cues the last one smooths out).
-FEATURE_BLOCKS = ("embedding", "lexical", "exemplar", "benign", "margin", "layer_states")
+#              (L x D values; the middle layers keep word-level cues the last one smooths out);
+#   neighbours: similarities to the nearest tuning prompts of each class, stored in the head
+#              (worker/moderation/neighbours.py; C + 4 values).
+FEATURE_BLOCKS = (
+    "embedding", "lexical", "exemplar", "benign", "margin", "layer_states", "neighbours"
+)  # fmt: skip
 
 
 class HeadError(ValueError):
@@ -51,9 +56,11 @@ def feature_matrix(
     exemplar: Scores | None = None,
     benign: Sequence[float] | None = None,
     layer_states: torch.Tensor | None = None,
+    neighbours: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(N, F) features in `blocks` order: what the head sees at check time and in training
-    (`layer_states`: (N, L, D), the encoder's pooled intermediate layers)."""
+    (`layer_states`: (N, L, D), the encoder's pooled intermediate layers; `neighbours`:
+    (N, C + 4), the neighbour features)."""
     n = len(lexical)
 
     def table(rows: Scores | None, name: str) -> torch.Tensor:
@@ -80,6 +87,10 @@ def feature_matrix(
             if layer_states is None or len(layer_states) != n:
                 raise ValueError(f"the head needs the encoder's layer states of the {n} prompts")
             parts.append(layer_states.float().reshape(n, -1))
+        elif block == "neighbours":
+            if neighbours is None or len(neighbours) != n:
+                raise ValueError(f"the head needs the neighbour features of the {n} prompts")
+            parts.append(neighbours.float().reshape(n, -1))
         else:
             raise ValueError(f"feature block {block!r} is not one of {FEATURE_BLOCKS}")
     return torch.cat(parts, dim=1)
@@ -106,6 +117,8 @@ class ClassifierHead:
     ngram_weight: float = 0.0
     # The encoder layers whose pooled states the "layer_states" block holds, in order.
     encoder_layers: tuple[int, ...] = ()
+    # The tuning prompts the "neighbours" block measures a prompt against.
+    neighbours: NeighbourTable | None = None
 
     @cached_property
     def version(self) -> str:
@@ -125,9 +138,10 @@ class ClassifierHead:
         layer_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(N, F) features in this head's block order."""
+        near = self.neighbours.features(embeddings) if self.neighbours is not None else None
         return feature_matrix(
             self.blocks, self.score_categories, embeddings, lexical, exemplar, benign,
-            layer_states,
+            layer_states, near,
         )  # fmt: skip
 
     def probabilities(
@@ -185,6 +199,8 @@ class ClassifierHead:
         extra: dict[str, Any] = {}
         if self.encoder_layers:
             extra["encoder_layers"] = list(self.encoder_layers)
+        if self.neighbours is not None:
+            extra["neighbours"] = self.neighbours.to_json()
         if self.ngram is not None:
             extra |= {"ngram_weight": round(float(self.ngram_weight), 4),
                       "ngram": self.ngram.to_json()}  # fmt: skip
@@ -212,6 +228,7 @@ def save_head(head: ClassifierHead, path: str | Path) -> None:
     data = head.to_json()
     layers = data.pop("layers")
     ngram = data.pop("ngram", None)
+    near = data.pop("neighbours", None)
     text = json.dumps(data, indent=1)[:-2]
     blocks = []
     for layer in layers:
@@ -224,6 +241,8 @@ def save_head(head: ClassifierHead, path: str | Path) -> None:
     if ngram is not None:  # its weights on one line: thousands of buckets
         weights = json.dumps(ngram.pop("weights"), separators=(",", ":"))
         tail = f',\n "ngram": {json.dumps(ngram)[:-1]}, "weights": {weights}}}'
+    if near is not None:  # one line: its embeddings are one base64 string
+        tail += f',\n "neighbours": {json.dumps(near)}'
     Path(path).write_text(f'{text},\n "layers": [\n{body}\n ]{tail}\n}}\n', encoding="utf-8")
 
 
@@ -310,9 +329,19 @@ def load_head(path: str | Path) -> ClassifierHead:
         weight = data.get("ngram_weight")
         if not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
             raise HeadError(f"{path}: field 'ngram_weight' must be a number in 0..1")
+    near = None
+    if ("neighbours" in blocks) != ("neighbours" in data):
+        raise HeadError(
+            f"{path}: field 'neighbours' must be present exactly when the features hold it"
+        )
+    if "neighbours" in data:
+        try:
+            near = neighbours_from_json(_field(data, "neighbours", dict, path))
+        except NeighbourError as exc:
+            raise HeadError(f"{path}: field 'neighbours': {exc}") from exc
     return ClassifierHead(
         encoder=str(_field(data, "encoder", str, path)), classes=classes,
         score_categories=categories, blocks=blocks, layers=layers, thresholds=thresholds,
         trained_on=dict(data.get("trained_on") or {}), ngram=ngram, ngram_weight=float(weight),
-        encoder_layers=encoder_layers,
+        encoder_layers=encoder_layers, neighbours=near,
     )  # fmt: skip

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from shared.db.deadline import install_connect_deadline, install_deadlines
+from shared.db.sqlite_turns import install_sqlite_turns
 from shared.errors import DatabaseUnavailable
 from shared.settings import Settings
 
@@ -122,12 +123,14 @@ def engine_for_url(
     ping_timeout_s: float | None = None,
     pool_timeout_s: float = POOL_TIMEOUT_S,
     pool_size: int = POOL_SIZE,
+    sqlite_turns: bool = False,
 ) -> Engine:
     """An engine for `url`; SQLite files get their folder created and their pragmas set.
 
     `statement_timeout_s` None (migrations) lets statements run as long as they need; the
     pool's liveness ping gets `ping_timeout_s` (None: the connect timeout); the pool keeps
-    up to `pool_size` connections open.
+    up to `pool_size` connections open. `sqlite_turns`: on SQLite, this process's threads
+    run their transactions one at a time, handed over at once (shared/db/sqlite_turns.py).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
@@ -159,11 +162,16 @@ def engine_for_url(
     )  # fmt: skip
     event.listen(engine, "connect", _enable_sqlite_pragmas)
     event.listen(engine, "handle_error", _as_outage)
+    if sqlite_turns:
+        install_sqlite_turns(engine)
     return engine
 
 
-def make_engine(settings: Settings, *, pool_size: int = POOL_SIZE) -> Engine:
-    """The engine for settings.database_url, with the settings' connect and statement timeouts."""
+def make_engine(
+    settings: Settings, *, pool_size: int = POOL_SIZE, sqlite_turns: bool = False
+) -> Engine:
+    """The engine for settings.database_url, with the settings' connect and statement timeouts
+    (`sqlite_turns`: see engine_for_url)."""
     return engine_for_url(
         settings.database_url,
         connect_timeout_s=settings.db_connect_timeout_s,
@@ -171,6 +179,7 @@ def make_engine(settings: Settings, *, pool_size: int = POOL_SIZE) -> Engine:
         ping_timeout_s=settings.db_ping_timeout_s,
         pool_timeout_s=settings.db_pool_timeout_s,
         pool_size=pool_size,
+        sqlite_turns=sqlite_turns,
     )
 
 

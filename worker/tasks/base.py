@@ -118,11 +118,13 @@ class RenderTask(Task):  # type: ignore[misc]
         if current is None or current.pid != os.getpid():
             settings = get_settings()
             # Every job of a batch runs its transactions in a thread of its own: a pool smaller
-            # than that opened and closed a connection per transaction past its size.
+            # than that opened and closed a connection per transaction past its size. On
+            # SQLite those threads take turns rather than sleep in SQLite's busy wait.
             pool_size = max(POOL_SIZE, settings.batch.max + SPARE_CONNECTIONS)
+            engine = make_engine(settings, pool_size=pool_size, sqlite_turns=True)
             RenderTask._resources = current = Resources(
                 settings=settings,
-                sessions=make_sessionmaker(make_engine(settings, pool_size=pool_size)),
+                sessions=make_sessionmaker(engine),
                 storage=make_storage(settings),
             )
         return current

@@ -13,7 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.models import StageAttempt
 from shared.db.states import Stage
-from shared.queue.celery_app import FILESYSTEM_POLLING_S, celery_config, make_celery
+from shared.queue.celery_app import (
+    FILESYSTEM_POLLING_S,
+    FILESYSTEM_PREFETCH,
+    celery_config,
+    make_celery,
+)
 from shared.queue.dispatch import enqueue_stage
 from shared.settings import Settings
 from shared.storage.local import LocalStorage
@@ -30,6 +35,18 @@ def test_the_filesystem_transport_polls_at_the_configured_interval(tmp_path: Pat
     with Connection(config["broker_url"], transport_options=options) as connection:
         assert connection.transport.polling_interval == FILESYSTEM_POLLING_S
     assert FILESYSTEM_POLLING_S <= 0.1
+
+
+def test_the_embedded_worker_holds_its_next_message_and_a_redis_one_does_not(
+    tmp_path: Path,
+) -> None:
+    """On the filesystem broker the worker prefetches one message beyond the running one (no
+    visibility clock there, one worker); late acks hold both. On Redis, prefetch stays 1."""
+    embedded = celery_config(Settings(data_dir=tmp_path))
+    assert embedded["worker_prefetch_multiplier"] == FILESYSTEM_PREFETCH == 2
+    assert embedded["task_acks_late"] and embedded["task_reject_on_worker_lost"]
+    redis = celery_config(Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/0"))
+    assert redis["worker_prefetch_multiplier"] == 1
 
 
 def test_a_stage_message_goes_through_folders_without_a_server(tmp_path: Path) -> None:

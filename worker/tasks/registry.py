@@ -4,7 +4,10 @@ One registration per process that runs stage tasks: each prefork pool child regi
 in `worker_process_init` (so a killed child shows up as a lost worker of its own), a solo
 worker does the same in its main process, and a threads worker registers its main process
 at `worker_ready`. A background thread saves the row every settings.heartbeat_interval_s,
-and at once when a stage starts or ends; task code never waits on the registry's writes.
+at once when a stage task completes its stage (jobs_done moves), and within COALESCE_S when one
+starts or ends otherwise: the changes of that short while make one write (a batch's leftover
+messages, each a task that starts and ends within milliseconds, or a stage's start after the
+previous one's end), not one each. Task code never waits on the registry's writes.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from shared.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT_S = 5.0
+# How long a woken heartbeat thread lets further changes gather before it writes. Two writes
+# per stage task were ~4.5% of a distributed pool child's samples (docs/benchmarks.md).
+COALESCE_S = 0.05
 _node_queues: tuple[str, ...] = ()
 _registration: WorkerRegistration | None = None
 
@@ -55,6 +61,7 @@ class WorkerRegistration:
         self._lock = threading.Lock()
         self._activity = WorkerActivity()
         self._wake = threading.Event()
+        self._flush = threading.Event()  # a completed stage, or stop: write without gathering
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fleet-heartbeat", daemon=True)
 
@@ -75,11 +82,14 @@ class WorkerRegistration:
         """The stage run ended; `completed` counts it in jobs_done (it finished its stage)."""
         with self._lock:
             self._activity = WorkerActivity(jobs_done=self._activity.jobs_done + int(completed))
+        if completed:
+            self._flush.set()
         self._wake.set()
 
     def stop(self) -> None:
         """Stop the heartbeat and mark the row stopped (a clean exit is not a lost worker)."""
         self._stop.set()
+        self._flush.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=JOIN_TIMEOUT_S)
@@ -117,7 +127,9 @@ class WorkerRegistration:
                     log.info("worker %s registered (queues %s)", self.record.id,
                              ",".join(self.record.queues))  # fmt: skip
                 registered = True
-            self._wake.wait(self._interval_s)
+            if self._wake.wait(self._interval_s):
+                self._flush.wait(COALESCE_S)  # let the rest of a burst of changes arrive
+            self._flush.clear()
             self._wake.clear()
 
 

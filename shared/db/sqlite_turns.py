@@ -6,7 +6,9 @@ comes free. A stage worker running a batch has a thread per job, and at the batc
 them write at once (progress, completion, events): measured in the embedded default at batch 8,
 those threads were mostly asleep in that handler while the lead waited for them
 (docs/benchmarks.md, "Service images/s"). With turns, the threads of one process queue on a
-condition variable instead and the next one starts the moment a transaction ends.
+condition variable instead and the next one starts as a transaction ends. (The turn passes at
+SQLAlchemy's commit event, just before the database's COMMIT, so the next thread can still
+meet SQLite's lock for that instant.)
 
 Opt-in per engine (`engine_for_url(..., sqlite_turns=True)`: the stage workers). A turn is taken
 when a connection begins a transaction and given back when it commits or rolls back, or at the

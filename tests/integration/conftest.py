@@ -103,7 +103,8 @@ def _wait_for_log(process: subprocess.Popen[bytes], log_path: Path, marker: str)
     pytest.fail(f"no {marker!r} in {log_path} after {WORKER_READY_S:.0f} s")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on the loopback (the integration tests' services bind to it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -145,7 +146,7 @@ def embedded_stack(
     data_dir = tmp_path_factory.mktemp("embedded")
     settings = _settings(data_dir, tiny_family_dir)
     upgrade(settings)  # `unclip up` migrates too; doing it first lets this process read rows
-    port = _free_port()
+    port = free_port()
     log_path = data_dir / "up.log"
     stack = _start(["up", "--host", "127.0.0.1", "--port", str(port)], settings, log_path)
     engine: Engine = make_engine(settings)

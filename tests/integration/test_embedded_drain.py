@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.models import Job
 from shared.queue.celery_app import FILESYSTEM_PREFETCH
 from shared.settings import Settings
+from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +28,6 @@ DRAIN_TIMEOUT_S = 2.0
 GIVE_UP_S = 120.0
 # A decoder long enough (seconds) that the drain cuts it at a step boundary.
 STEPS = {"prior": 10, "decoder": 250, "upsampler": 4}
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _up(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -78,7 +72,7 @@ def test_sigterm_with_a_prefetched_message_loses_no_job(
     settings = Settings(data_dir=tmp_path / "data", family=tiny_family_dir)
     sessions = make_sessionmaker(make_engine(settings))
     log = tmp_path / "up.log"
-    port = _port()
+    port = free_port()
     first = _up(settings, port, log)
     try:
         ids = []
@@ -104,7 +98,7 @@ def test_sigterm_with_a_prefetched_message_loses_no_job(
     assert took <= DRAIN_TIMEOUT_S + 2.0, f"`unclip up` took {took:.1f} s to stop"
     assert "handed back" in log.read_text()
 
-    second = _up(settings, _port(), log)
+    second = _up(settings, free_port(), log)
     try:
         deadline = time.monotonic() + GIVE_UP_S
         while not all(s in ("succeeded", "failed", "cancelled") for s in statuses()):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from shared.settings import Settings
+from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -36,12 +36,6 @@ READY_S = 120.0
 REGISTER_S = 15.0
 JOB_TIMEOUT_S = 240.0
 STEPS = {"prior": 2, "decoder": 2, "upsampler": 2}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -67,7 +61,7 @@ class Node:
 
 
 def _start(settings: Settings, name: str, queues: list[str], data_dir: Path) -> Node:
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env.update(
         UNCLIP_DATA_DIR=str(settings.data_dir), UNCLIP_DATABASE_URL=settings.database_url,

@@ -10,7 +10,6 @@ import base64
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ from shared.db.migrate import upgrade
 from shared.db.models import Job
 from shared.family_info import family_info
 from shared.settings import Settings
+from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +43,6 @@ REPO = Path(__file__).resolve().parents[2]
 READY_S = 180.0
 JOB_TIMEOUT_S = 240.0
 KEY_SECRET = "k" * 32
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:
@@ -150,7 +144,7 @@ def _make_keys(settings: Settings, rpms: dict[str, int | None]) -> dict[str, str
 def stack(tmp_path_factory: pytest.TempPathFactory, tiny_family_dir: Path) -> Iterator[Stack]:
     """Keys required; keys a and b (generous rpm) and c (rpm 1); a worker on all queues."""
     data_dir = tmp_path_factory.mktemp("openai")
-    port = _free_port()
+    port = free_port()
     settings = _settings(data_dir, tiny_family_dir, port, require_api_keys=True)
     upgrade(settings)
     keys = _make_keys(settings, {"a": 1000, "b": 1000, "c": 1})
@@ -167,7 +161,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_family_dir: Path) -> It
 def idle_stack(tmp_path_factory: pytest.TempPathFactory, tiny_family_dir: Path) -> Iterator[Stack]:
     """No worker, a one-second sync timeout."""
     data_dir = tmp_path_factory.mktemp("openai-idle")
-    port = _free_port()
+    port = free_port()
     settings = _settings(data_dir, tiny_family_dir, port, sync_timeout_s=1.0)
     upgrade(settings)
     keys = _make_keys(settings, {"a": 1000})  # the client always sends a key

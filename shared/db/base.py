@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, String
+from sqlalchemy import CursorResult, DateTime, MetaData, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -25,6 +25,12 @@ ID_LENGTH = 36
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC."""
     return datetime.now(UTC)
+
+
+def rowcount(result: object) -> int:
+    """The rows an UPDATE or DELETE matched (what its conditional guard is read from)."""
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
 
 
 def new_id() -> str:

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, CursorResult, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.db.base import utcnow
+from shared.db.base import rowcount, utcnow
 from shared.db.job_events import DeliveryTarget, record_event, record_status_event
 from shared.db.models import Job, JobImage, StageAttempt
 from shared.db.states import STAGE_ORDER, JobStatus, Stage, next_stage
@@ -60,11 +60,6 @@ def _check_stage(stage: str) -> Stage:
 def _next_status(stage: Stage) -> JobStatus:
     following = next_stage(stage)
     return JobStatus.succeeded if following is None else JobStatus(following.value)
-
-
-def _rowcount(result: object) -> int:
-    assert isinstance(result, CursorResult)
-    return int(result.rowcount)
 
 
 # A stage attempt handed back through no fault of the job (a draining or unhealthy worker)
@@ -123,7 +118,7 @@ def claim_stage(
                 finished_at=now,
             )
         )
-        if _rowcount(failed) == 1:
+        if rowcount(failed) == 1:
             count_finished(JobStatus.failed.value)  # unclip_jobs_finished_total
             record_event(session, job_id, "failed", {"code": TOO_MANY_ATTEMPTS, "stage": stage})
         _close_running(session, job_id=job_id, stage=stage, status="lost", now=now)
@@ -208,7 +203,7 @@ def _close_running(
 def heartbeat(session: Session, claim: Claim, *, now: datetime | None = None) -> bool:
     """Say the claim is alive; False when the job is no longer this claim's (cancelled, taken)."""
     result = session.execute(update(Job).where(_owned(claim)).values(heartbeat_at=now or utcnow()))
-    return _rowcount(result) == 1
+    return rowcount(result) == 1
 
 
 def record_progress(
@@ -232,7 +227,7 @@ def record_progress(
             heartbeat_at=now or utcnow(),
         )
     )
-    if _rowcount(result) != 1:
+    if rowcount(result) != 1:
         return False
     record_event(session, claim.job_id, "progress", {
         "stage": claim.stage.value, "step": step, "steps": total,
@@ -274,7 +269,7 @@ def complete_stage(
         if not images:
             raise ValueError("the upsampler stage must record its images, got none")
         values.update(progress=1.0, finished_at=now, error_code=None, error_message=None)
-    if _rowcount(session.execute(update(Job).where(_owned(claim)).values(**values))) != 1:
+    if rowcount(session.execute(update(Job).where(_owned(claim)).values(**values))) != 1:
         return False
     _close_running(
         session,
@@ -343,7 +338,7 @@ def fail_stage(
         attempt=claim.attempt,
         error=f"{error_code}: {error_message}",
     )
-    moved = _rowcount(session.execute(update(Job).where(_owned(claim)).values(**values))) == 1
+    moved = rowcount(session.execute(update(Job).where(_owned(claim)).values(**values))) == 1
     if moved and not retry:
         record_event(session, claim.job_id, "failed", {"stage": claim.stage.value,
                      "code": error_code}, target=claim.delivery)  # fmt: skip
@@ -391,7 +386,7 @@ def release_claim(
     released = session.execute(
         update(Job).where(condition).values(worker_id=None, heartbeat_at=None)
     )
-    if _rowcount(released) != 1:
+    if rowcount(released) != 1:
         return False
     _close_running(
         session, job_id=claim.job_id, stage=claim.stage, status=status, now=now,

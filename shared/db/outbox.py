@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from shared.db.base import utcnow
+from shared.db.base import rowcount, utcnow
 from shared.db.models import OutboxMessage
 from shared.db.states import Stage
 
@@ -30,11 +30,6 @@ class PendingMessage:
     job_id: str
     stage: Stage
     attempt: int
-
-
-def _rowcount(result: object) -> int:
-    assert isinstance(result, CursorResult)
-    return int(result.rowcount)
 
 
 def record_message(
@@ -70,7 +65,7 @@ def mark_published(session: Session, message_id: str, *, now: datetime | None = 
         .where(OutboxMessage.id == message_id, OutboxMessage.published_at.is_(None))
         .values(published_at=now or utcnow(), publish_attempts=OutboxMessage.publish_attempts + 1)
     )
-    return _rowcount(result) == 1
+    return rowcount(result) == 1
 
 
 def take_due(
@@ -121,4 +116,4 @@ def purge_published(session: Session, *, older_than_s: float, now: datetime | No
             OutboxMessage.published_at.is_not(None), OutboxMessage.published_at < cutoff
         )
     )
-    return _rowcount(result)
+    return rowcount(result)

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from shared.db.base import utcnow
+from shared.db.base import rowcount, utcnow
 from shared.db.models import Worker
 
 
@@ -63,11 +63,6 @@ class WorkerView:
     state: WorkerState
 
 
-def _rowcount(result: object) -> int:
-    assert isinstance(result, CursorResult)
-    return int(result.rowcount)
-
-
 def save_worker(
     *,
     session: Session,
@@ -86,7 +81,7 @@ def save_worker(
         "jobs_done": activity.jobs_done,
     }
     result = session.execute(update(Worker).where(Worker.id == record.id).values(**values))
-    if _rowcount(result) == 1:
+    if rowcount(result) == 1:
         return
     session.add(
         Worker(
@@ -114,7 +109,7 @@ def stop_worker(*, session: Session, worker_id: str, now: datetime | None = None
         .values(stopped_at=now, heartbeat_at=now, current_job_id=None, current_stage=None,
                 current_since=None)
     )  # fmt: skip
-    return _rowcount(session.execute(statement)) == 1
+    return rowcount(session.execute(statement)) == 1
 
 
 def worker_state(row: Worker, *, stale_after_s: float, now: datetime) -> WorkerState:
@@ -154,4 +149,4 @@ def count_workers(
 def prune_workers(*, session: Session, older_than_s: float, now: datetime | None = None) -> int:
     """Delete rows of workers silent (stopped or lost) for longer than `older_than_s`."""
     cutoff = (now or utcnow()) - timedelta(seconds=older_than_s)
-    return _rowcount(session.execute(delete(Worker).where(Worker.heartbeat_at < cutoff)))
+    return rowcount(session.execute(delete(Worker).where(Worker.heartbeat_at < cutoff)))

@@ -40,5 +40,5 @@ class DecoderTask(RenderTask):
             key, encode_tensor(low_res, stage=self.stage), "application/x-safetensors"
         )
         return StageOutput(
-            output_key=key, on_complete=lambda session: write_stage_run(session, claim, run)
+            output_key=key, on_complete=lambda session: write_stage_run(session, claim, run, job)
         )

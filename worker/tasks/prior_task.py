@@ -41,7 +41,7 @@ def _on_complete(
     """In the completing transaction: the moderation verdicts that let the job through, the
     run record and the embedding ids of this output."""
     record_verdicts(session, claim.job_id, allowed)
-    write_stage_run(session, claim, run)
+    write_stage_run(session, claim, run, job)
     upload_variation = job.kind == "variation" and job.input_embedding_key is None
     replace_embeddings(session, job, storage_key=key, dim=dim, variation_input=upload_variation)
 

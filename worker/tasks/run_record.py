@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from sqlalchemy import select, update
+from sqlalchemy import inspect, select, update
 from sqlalchemy.orm import Session
 
+from shared.db.base import rowcount
 from shared.db.claims import Claim
 from shared.db.models import Job
 from shared.manifest import FamilyRecord, StageRun, with_stage_run
@@ -139,14 +140,25 @@ def stage_run(
     )
 
 
-def write_stage_run(session: Session, claim: Claim, run: StageRun) -> bool:
+def write_stage_run(session: Session, claim: Claim, run: StageRun, job: Job | None = None) -> bool:
     """Record `run` on the job while `claim` still owns it (normally inside the completing
-    transaction, which holds the row); False when the claim was lost."""
+    transaction, which holds the row); False when the claim was lost.
+
+    `job` is the row as this claim read it (the row a stage renders from): while the claim
+    holds, only its holder writes jobs.stage_runs, so its value there is current and one
+    conditional UPDATE does. Without it the column is read first.
+    """
     # The attempt alone says the claim still holds: the completing UPDATE has moved the
     # status on by the time this runs in its transaction.
     owned = (Job.id == claim.job_id, Job.attempt == claim.attempt)
-    raw = session.execute(select(Job.stage_runs).where(*owned)).one_or_none()
-    if raw is None:
-        return False
-    session.execute(update(Job).where(*owned).values(stage_runs=with_stage_run(raw[0], run)))
-    return True
+    if job is not None and job.id == claim.job_id and "stage_runs" not in inspect(job).unloaded:
+        recorded = job.stage_runs
+    else:
+        raw = session.execute(select(Job.stage_runs).where(*owned)).one_or_none()
+        if raw is None:
+            return False
+        recorded = raw[0]
+    result = session.execute(
+        update(Job).where(*owned).values(stage_runs=with_stage_run(recorded, run))
+    )
+    return rowcount(result) == 1

@@ -38,10 +38,12 @@ def fit_size(image: PIL.Image.Image, size: tuple[int, int]) -> PIL.Image.Image:
     return image.resize(size, PIL.Image.Resampling.LANCZOS)
 
 
-def _on_complete(claim: Claim, run: StageRun, allowed: list[Verdict], session: Session) -> None:
+def _on_complete(
+    job: Job, claim: Claim, run: StageRun, allowed: list[Verdict], session: Session
+) -> None:
     """In the completing transaction: the output check's verdicts and the run record."""
     record_verdicts(session, claim.job_id, allowed)
-    write_stage_run(session, claim, run)
+    write_stage_run(session, claim, run, job)
 
 
 class UpsamplerTask(RenderTask):
@@ -79,6 +81,7 @@ class UpsamplerTask(RenderTask):
         edit = (spec.image, spec.mask) if spec.kind == "edit" and spec.image is not None else None
         allowed = check_outputs(
             res.sessions, claim, res.settings, self.family(), images, records, edit,
-            defer_allowed=True, on_stop=lambda session: write_stage_run(session, claim, run),
+            defer_allowed=True, on_stop=lambda session: write_stage_run(session, claim, run, job),
         )  # fmt: skip
-        return StageOutput(images=records, on_complete=partial(_on_complete, claim, run, allowed))
+        on_complete = partial(_on_complete, job, claim, run, allowed)
+        return StageOutput(images=records, on_complete=on_complete)

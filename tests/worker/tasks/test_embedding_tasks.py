@@ -247,6 +247,45 @@ def test_a_lost_claim_cannot_write_its_run_record(
     assert runs["decoder"].attempt == 5
 
 
+def test_a_run_record_written_from_the_claimed_row_is_one_update_keeping_the_others(
+    db_sessions: Sessions, make_job: Callable[..., str]
+) -> None:
+    from sqlalchemy import event
+
+    from shared.db.claims import Claim
+    from shared.db.states import Stage
+    from worker.tasks.run_record import write_stage_run
+    from worker.unclip.render_spec import RenderSpec
+
+    job_id = make_job(status="decoder", attempt=5)
+    spec = RenderSpec(kind="generate", prompt="p", n=1, seed=1)
+    current = Claim(job_id, Stage.decoder, 5, "w-new")
+    prior = stage_run_for(spec, current).model_copy(update={"stage": "prior"})
+    with db_sessions.begin() as session:
+        assert write_stage_run(session, current, prior)
+    with db_sessions() as session:
+        row = session.get_one(Job, job_id)  # as a claim reads it
+        session.expunge(row)
+    statements: list[str] = []
+    engine = db_sessions.kw["bind"]
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement.split()[0].upper())
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with db_sessions.begin() as session:
+            assert write_stage_run(session, current, stage_run_for(spec, current), row)
+            stale = Claim(job_id, Stage.decoder, 4, "w-old")  # a lost claim is still refused
+            assert write_stage_run(session, stale, stage_run_for(spec, stale), row) is False
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert statements == ["UPDATE", "UPDATE"]  # no read of the column first
+    with db_sessions() as session:
+        runs = stage_runs(session.get_one(Job, job_id).stage_runs)
+    assert set(runs) == {"prior", "decoder"} and runs["decoder"].attempt == 5
+
+
 def stage_run_for(spec: Any, claim: Any) -> Any:
     from worker.tasks.run_record import stage_run
     from worker.unclip.reference_family import make_reference_family

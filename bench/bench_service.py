@@ -4,7 +4,7 @@ Usage, from the repository root (PostgreSQL and Redis as in docs/benchmarks.md f
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_service [--jobs 16] [--steps 10,10,4]
         [--modes embedded,distributed] [--batch 1,8] [--repeat 2] [--one-step 20]
         [--task-level 2] [--warm-rounds 1] [--trees after=DIR,before=DIR] [--family DIR]
-        [--json docs/bench/service_throughput.json]
+        [--pipeline 1,2] [--json docs/bench/service_throughput.json]
 
 The same small jobs (generate, n=1, distinct prompts and seeds, the tiny random-weight
 reference family or the `--family` folder given, e.g. the shipped models/shapes, 64x64) are
@@ -28,7 +28,9 @@ each bare family (caches per batch shape, such as the library's frozen graphs, a
 warm on both sides). `--trees NAME=DIR,...` runs each service configuration from each of
 these source trees in turn (copies of the repository, e.g. one with a change and one
 without), interleaved, beside the same bare figures; without it the service runs from this
-repository.
+repository. `--pipeline 1,2` runs each configuration (of each tree) with each UNCLIP_PIPELINE
+value in turn, the same way (pool processes that take turns on the device,
+worker/tasks/device_turns.py).
 """
 
 from __future__ import annotations
@@ -149,8 +151,10 @@ class Stack:
     pids: list[int]  # the service's own processes (their children are counted with them)
 
 
-def _env(settings: Settings, batch: int) -> dict[str, str]:
+def _env(settings: Settings, batch: int, pipeline: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if pipeline is not None:
+        env["UNCLIP_PIPELINE"] = str(pipeline)
     env.update(
         UNCLIP_DATA_DIR=str(settings.data_dir), UNCLIP_DATABASE_URL=settings.database_url,
         UNCLIP_BROKER_URL=settings.broker_url, UNCLIP_STORAGE_URL=settings.storage_url,
@@ -201,16 +205,19 @@ def _private_services(data_dir: Path) -> Iterator[tuple[str, str]]:
 
 
 @contextmanager
-def stack(mode: str, family: Path, batch: int, tree: Path = REPO) -> Iterator[Stack]:
-    """A running service in `mode` with UNCLIP_BATCH__MAX=batch, its family warmed up, run
-    from the source tree `tree`."""
+def stack(
+    mode: str, family: Path, batch: int, tree: Path = REPO, pipeline: int | None = None
+) -> Iterator[Stack]:
+    """A running service in `mode` with UNCLIP_BATCH__MAX=batch (and UNCLIP_PIPELINE=pipeline
+    when given), its family warmed up, run from the source tree `tree`."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{mode}-") as tmp:
         data_dir = Path(tmp)
         with _services(mode, data_dir) as (database_url, broker_url):
             settings = Settings(data_dir=data_dir, family=family, database_url=database_url,
                                 broker_url=broker_url)  # fmt: skip
             upgrade(settings)
-            env, port, log = _env(settings, batch), _free_port(), data_dir / "service.log"
+            env, port = _env(settings, batch, pipeline), _free_port()
+            log = data_dir / "service.log"
             address = ["--host", "127.0.0.1", "--port", str(port)]
             if mode == "embedded":
                 children = [_spawn(["up", *address], env, log, tree)]
@@ -326,6 +333,13 @@ def _trees(text: str) -> dict[str, Path]:
     return trees
 
 
+def _pipelines(text: str) -> list[int | None]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"--pipeline {text!r} must list values of 1 or more")
+    return list(values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=16)
@@ -345,6 +359,9 @@ def main() -> None:
                         "reference family)")  # fmt: skip
     parser.add_argument("--trees", type=_trees, default={"this": REPO},
                         help="NAME=DIR,...: the service from each source tree in turn")  # fmt: skip
+    parser.add_argument("--pipeline", type=_pipelines, default=[None],
+                        help="UNCLIP_PIPELINE values to run in turn, e.g. 1,2 (default: "
+                        "the environment's)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.task_level:
@@ -381,15 +398,17 @@ def measure(mode: str, batch: int, family: Path, bodies: list[dict[str, Any]],
     """One service configuration from each source tree (in turn, the order reversed on odd
     repeats), with the bare library measured before, between and after them (the machine is
     shared: only figures taken together compare); one row per tree."""
-    trees = list(args.trees.items())
-    trees = trees if repeat % 2 == 0 else trees[::-1]
+    variants = [(name, tree, p) for name, tree in args.trees.items() for p in args.pipeline]
+    variants = variants if repeat % 2 == 0 else variants[::-1]
     bares = [bare_rate(len(bodies), args.steps, batch, args.warm_rounds, args.family)]
     runs = []
-    for name, tree in trees:
+    for name, tree, pipeline in variants:
         run: dict[str, Any] = {"mode": mode, "batch_max": batch, "jobs": len(bodies)}
-        if len(trees) > 1:
+        if len(args.trees) > 1:
             run["tree"] = name
-        with stack(mode, family, batch, tree) as service:
+        if len(args.pipeline) > 1:
+            run["pipeline"] = pipeline
+        with stack(mode, family, batch, tree, pipeline) as service:
             for r in range(args.warm_rounds):  # other prompts and seeds, the same batch shapes
                 run_jobs(service, [job_body(30_000 + 1000 * r + i, args.steps)
                                    for i in range(len(bodies))])  # fmt: skip
@@ -440,7 +459,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     def label(row: dict[str, Any]) -> str:
-        return f"{row['tree']}_{row['mode']}" if "tree" in row else str(row["mode"])
+        parts = [row["tree"]] if "tree" in row else []
+        parts += [f"pipeline{row['pipeline']}"] if "pipeline" in row else []
+        return "_".join([*parts, str(row["mode"])])
 
     for key in sorted({(label(r), r["batch_max"]) for r in rows}):
         mine = [r for r in rows if (label(r), r["batch_max"]) == key]

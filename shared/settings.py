@@ -175,6 +175,11 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     heartbeat_stale_s: float = Field(default=120.0, gt=0)
     broker_retry_after_s: int = Field(default=30, ge=1)
+    # UNCLIP_PIPELINE: pool processes per worker that take turns on its device (`unclip worker
+    # --concurrency` defaults to it; worker/tasks/device_turns.py). With 2, one process's stage
+    # runs the model while the other claims, moderates, stores and hands off beside it; the
+    # model still runs one stage at a time. 1 (the default): one process, no turns taken.
+    pipeline: int = Field(default=1, ge=1, le=8)
     # Fleet reliability (issue 10, H-reliability): the sweeper, graceful drain, timeouts.
     sweeper: Sweeper = Sweeper()
     # SIGTERM: a running stage may go on for this long less the exit's reserve (1 s,

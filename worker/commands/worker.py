@@ -1,4 +1,4 @@
-"""`unclip worker --queues prior,decoder,upsampler [--concurrency 1]`: a Celery worker."""
+"""`unclip worker --queues prior,decoder,upsampler [--concurrency N]`: a Celery worker."""
 
 from __future__ import annotations
 
@@ -27,7 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated stage queues to serve (default: all of prior,decoder,upsampler)",
     )
     parser.add_argument(
-        "--concurrency", type=int, default=1, help="worker processes (1 per GPU; default 1)"
+        "--concurrency",
+        type=int,
+        default=None,
+        help="pool processes (default: UNCLIP_PIPELINE, 1 unless set; with UNCLIP_PIPELINE "
+        "above 1 they take turns on the device)",
     )
     parser.add_argument("--name", default=None, help="worker node name (default: queues@host)")
     parser.add_argument(
@@ -38,13 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def celery_argv(args: argparse.Namespace) -> list[str]:
     """The `celery worker` argument list these options stand for."""
-    if args.concurrency < 1:
-        raise SystemExit(f"--concurrency {args.concurrency} must be 1 or more")
+    concurrency = args.concurrency
+    if concurrency is None:
+        from shared.settings import get_settings
+
+        concurrency = get_settings().pipeline
+    if concurrency < 1:
+        raise SystemExit(f"--concurrency {concurrency} must be 1 or more")
     name = args.name or f"{'-'.join(args.queues)}@{socket.gethostname()}"
     return [
         "worker",
         f"--queues={','.join(args.queues)}",
-        f"--concurrency={args.concurrency}",
+        f"--concurrency={concurrency}",
         f"--pool={args.pool}",
         f"--loglevel={args.loglevel}",
         f"--hostname={name}",

@@ -130,6 +130,12 @@ class RenderTask(Task):  # type: ignore[misc]
         return current
 
     @classmethod
+    def takes_turns(cls) -> bool:
+        """Whether this worker's pool processes take turns on the device for the model
+        library's calls (settings.pipeline > 1, worker/tasks/device_turns.py)."""
+        return cls.resources().settings.pipeline > 1
+
+    @classmethod
     def family(cls) -> Family:
         """The model family, loaded once per process (shared by the three stages)."""
         return get_family(cls.resources().settings)

@@ -51,6 +51,7 @@ from shared.db.models import Job
 from shared.db.states import Stage
 from shared.logging import bind_job
 from worker.tasks import drain
+from worker.tasks.device_turns import device_turn
 from worker.tasks.job_spec import params_used
 from worker.tasks.progress import Drained, one_transaction
 from worker.tasks.telemetry import record_stage_run
@@ -148,6 +149,7 @@ class SharedCall:
 
     stage: Stage
     members: int
+    turns: bool = False  # take the device's turn for the call (worker/tasks/device_turns.py)
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _arrived: set[int] = field(default_factory=set)
     _entries: dict[int, _Entry] = field(default_factory=dict)
@@ -195,7 +197,8 @@ class SharedCall:
         try:
             if entries:
                 metrics.observe_batch(self.stage.value, len(entries))
-                _run_shared(STAGE_CALLS[self.stage], family, entries)
+                with device_turn(family.device, self.turns):
+                    _run_shared(STAGE_CALLS[self.stage], family, entries)
         finally:
             with self._cond:
                 self._done = True
@@ -270,11 +273,15 @@ def run_in_batch(
     spec: RenderSpec,
     stage_input: Tensor | None,
     progress: ProgressCallback,
+    *,
+    turns: bool = False,
 ) -> Tensor:
-    """This job's output of `stage`: from its batch's shared call, or alone when unbatched."""
+    """This job's output of `stage`: from its batch's shared call, or alone when unbatched.
+    With `turns` the call holds the device's turn (settings.pipeline > 1)."""
     current: tuple[SharedCall, int] | None = getattr(_member, "current", None)
     if current is None or current[0].stage != stage:
-        [output] = STAGE_CALLS[stage](family, [spec], [stage_input], progress)
+        with device_turn(family.device, turns):
+            [output] = STAGE_CALLS[stage](family, [spec], [stage_input], progress)
         _member.last_size = BatchSize(jobs=1, rows=spec.n)
         return output
     shared, member = current
@@ -370,7 +377,8 @@ class Batch:
     def __init__(self, task: RenderTask, lead: Claim, others: list[Claim],
                  jobs: Sequence[Job] = ()) -> None:  # fmt: skip
         self.task, self.lead, self.others, self.jobs = task, lead, others, list(jobs)
-        self.shared = SharedCall(stage=lead.stage, members=1 + len(others))
+        self.shared = SharedCall(stage=lead.stage, members=1 + len(others),
+                                 turns=task.takes_turns())  # fmt: skip
 
     def run(self, run_claimed: Callable[[Claim], Outcome]) -> Outcome:
         """Run every job (the lead in this thread); returns once all are done, the lead's end."""

@@ -32,7 +32,9 @@ class DecoderTask(RenderTask):
         )  # (n, D)
         # Moderation point 2: the input-image check of a variation or edit runs here.
         # One library call with the jobs batched with this one (alone when none is).
-        low_res = run_in_batch(self.stage, self.family(), spec, embeddings, progress)
+        low_res = run_in_batch(
+            self.stage, self.family(), spec, embeddings, progress, turns=self.takes_turns()
+        )
         run = stage_run(self.family(), str(self.resources().settings.family), spec, self.stage,
                         claim)  # fmt: skip
         key = stage_output_key(job.id, claim.attempt, self.stage, LOW_RES_NAME)

@@ -84,7 +84,9 @@ class PriorTask(RenderTask):
         allowed = check_prompt_and_input(res.sessions, claim, res.settings, self.family(), job,
                                          spec.image)  # fmt: skip
         # One library call with the jobs batched with this one (alone when none is).
-        embeddings = run_in_batch(self.stage, self.family(), spec, None, progress)  # (n, D)
+        embeddings = run_in_batch(  # (n, D)
+            self.stage, self.family(), spec, None, progress, turns=self.takes_turns()
+        )
         run = stage_run(self.family(), str(res.settings.family), spec, self.stage, claim)
         # A mix's embeddings (and a variation's given one) pass the image checks first.
         if spec.kind == "mix" or spec.image_embedding is not None:

@@ -62,7 +62,9 @@ class UpsamplerTask(RenderTask):
             storage.get_bytes(job.decoder_output_key), stage=Stage.decoder, expected_rows=job.n
         )  # (n, 3, s, s)
         # One library call with the jobs batched with this one (alone when none is).
-        final = run_in_batch(self.stage, self.family(), spec, low_res, progress)
+        final = run_in_batch(
+            self.stage, self.family(), spec, low_res, progress, turns=self.takes_turns()
+        )
         run = stage_run(self.family(), str(self.resources().settings.family), spec, self.stage,
                         claim)  # fmt: skip
         size = parse_size(used.size)

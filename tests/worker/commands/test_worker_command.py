@@ -37,3 +37,18 @@ def test_one_stage_worker() -> None:
 def test_bad_concurrency_is_refused() -> None:
     with pytest.raises(SystemExit, match="--concurrency 0 must be 1 or more"):
         celery_argv(_args("--concurrency", "0"))
+
+
+def test_the_pipeline_setting_is_the_default_process_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("UNCLIP_PIPELINE", "2")
+    get_settings.cache_clear()
+    try:
+        assert "--concurrency=2" in celery_argv(_args())
+        assert "--concurrency=3" in celery_argv(_args("--concurrency", "3"))  # the flag wins
+    finally:
+        monkeypatch.delenv("UNCLIP_PIPELINE")
+        get_settings.cache_clear()

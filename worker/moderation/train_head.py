@@ -2,7 +2,7 @@
 
     unclip moderation-head [--policy policies/default.yaml]
         [--tuning tests/fixtures/moderation/tuning.jsonl] [--out policies/default.head.json]
-        [--model mlp|logistic] [--hidden 64] [--alpha 0.1] [--C 64] [--fp-budget 0.015]
+        [--model mlp|logistic] [--hidden 64] [--alpha 0.1] [--C 64] [--fp-budget 0.0175]
         [--ngram-weight 0.3] [--ngram-C 30] [--ngram-bits 18] [--encoder-layers 3,4,5]
         [--no-neighbours | --neighbours] [--neighbour-k 3]
 
@@ -429,9 +429,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fp-budget",
         type=float,
-        # 1.5%: below the issue's 2% target, leaving room for the thresholds' optimism (they
-        # are chosen on the same out-of-fold predictions they are scored on).
-        default=0.015,
+        # 1.75%: below the issue's 2% target, leaving room for the thresholds' optimism (they
+        # are chosen on the same out-of-fold predictions they are scored on). Chosen on the
+        # tuning set: against 1.5% it gained 0.8 points of grouped-CV recall and 2.7 of
+        # leave-one-source-out recall (docs/benchmarks.md "Moderation").
+        default=0.0175,
         help="largest share of tuning benign prompts the thresholds may flag",
     )
 

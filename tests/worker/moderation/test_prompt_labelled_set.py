@@ -28,7 +28,7 @@ TUNING, TEST = FIXTURES / "tuning.jsonl", FIXTURES / "test.jsonl"
 POLICY = ROOT / "policies" / "default.yaml"
 RECALL_TARGET, FPR_TARGET = 0.97, 0.02  # issue 13, on the test set
 # What the shipped checks measured on the test set (docs/benchmarks.md): a regression guard.
-RECALL_MEASURED, FPR_MEASURED = 0.88, 0.01  # 135/153 and 2/220, head:0a9640e9b7b5
+RECALL_MEASURED, FPR_MEASURED = 0.88, 0.01  # 136/153 and 2/220, head:daf81f81198a
 HARD_BENIGN = {"cocktail", "art", "medicine", "news", "anti-violence", "idiom"}
 HARD_UNSAFE = {"instructions", "story", "euphemism", "loanword", "misspelling"}
 
@@ -108,7 +108,7 @@ def _held_out(metrics: SplitMetrics) -> str:
 @pytest.mark.xfail(
     strict=True,
     reason="issue 13 targets (recall >= 97%, false positives <= 2% "
-    "on the test set) are not reached: measured 88.9% / 0.0%, docs/benchmarks.md",
+    "on the test set) are not reached: measured 88.9% / 0.9%, docs/benchmarks.md",
 )
 def test_test_set_targets_hold(test_metrics: SplitMetrics) -> None:
     assert test_metrics.recall >= RECALL_TARGET, _held_out(test_metrics)

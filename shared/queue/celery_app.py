@@ -13,6 +13,7 @@ from celery import Celery
 from kombu.entity import Queue
 
 from shared.db.states import STAGE_ORDER
+from shared.queue.filesystem_transport import TRANSPORT as FILESYSTEM_TRANSPORT
 from shared.settings import Settings
 
 # Redis: sweep unacked messages of dead workers every ~5 s instead of ~100 s.
@@ -89,8 +90,12 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration mapping for `settings`."""
     serverless = settings.broker_url.startswith(("filesystem://", "memory://"))
+    filesystem = settings.broker_url.startswith("filesystem://")
     return {
         "broker_url": settings.broker_url,
+        # kombu's filesystem transport with whole-file publishes (its own can hand a consumer
+        # an empty file, which stopped the worker: shared/queue/filesystem_transport.py).
+        **({"broker_transport": FILESYSTEM_TRANSPORT} if filesystem else {}),
         "broker_transport_options": _transport_options(settings),
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": settings.broker_connect_timeout_s,
@@ -106,9 +111,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A task killed by its hard time limit is handed back, not acked and lost; the worker
         # releases its claim first (worker/tasks/request.py) and the database counts attempts.
         "task_acks_on_timeout": False,
-        "worker_prefetch_multiplier": (
-            FILESYSTEM_PREFETCH if settings.broker_url.startswith("filesystem://") else 1
-        ),
+        "worker_prefetch_multiplier": FILESYSTEM_PREFETCH if filesystem else 1,
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
         "task_publish_retry": True,

@@ -12,10 +12,10 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install $(TORCH_PINS)
-	$(PIP) install -e '.[api,worker,dev]'
+	$(PIP) install -c constraints.txt -e '.[api,worker,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

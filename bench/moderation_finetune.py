@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from transformers.masking_utils import create_bidirectional_mask
 
 from shared.moderation.normalise import normalise
 from shared.moderation.policy import load_policy
@@ -49,7 +50,7 @@ class TopLayers(torch.nn.Module):
 
     def __init__(self, bert: torch.nn.Module, top: int, classes: int) -> None:
         super().__init__()
-        self.bert: Any = bert  # only its mask helper is used
+        self.bert: Any = bert  # only its config is used (the attention mask's format)
         layers = cast(Sequence[torch.nn.Module], cast(Any, bert).encoder.layer)
         self.layers = torch.nn.ModuleList(copy.deepcopy(list(layers)[LAYERS - top :]))
         self.drop = torch.nn.Dropout(0.1)
@@ -61,10 +62,12 @@ class TopLayers(torch.nn.Module):
         mask = torch.zeros(len(states), longest, dtype=torch.long)
         for i, s in enumerate(states):
             x[i, : len(s)], mask[i, : len(s)] = s, 1
-        attention = self.bert._create_attention_masks(
-            attention_mask=mask, encoder_attention_mask=None, embedding_output=x,
-            encoder_hidden_states=None, cache=None,
-        )[0]  # fmt: skip
+        # The mask the model's own forward builds for its layers (its attention implementation's
+        # format), from the public helper rather than BertModel's private method, whose
+        # signature changed between transformers releases.
+        attention = create_bidirectional_mask(
+            config=self.bert.config, inputs_embeds=x, attention_mask=mask
+        )
         for layer in self.layers:
             out = layer(x, attention_mask=attention)
             x = out[0] if isinstance(out, tuple) else out

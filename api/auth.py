@@ -188,8 +188,10 @@ class ApiKeyAuth:
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer":
+            # The "scheme" may be a key sent without "Bearer ": never echo one whole.
+            shown = scheme if len(scheme) < 20 else _masked(scheme)
             raise Unauthenticated(
-                f"the Authorization header must be 'Bearer KEY', got scheme {scheme!r}"
+                f"the Authorization header must be 'Bearer KEY', got scheme {shown!r}"
             )
         if not token:
             raise Unauthenticated("the Authorization header says Bearer but carries no key")

@@ -19,6 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def served_base_url(host: str, port: int) -> str:
+    """The base of the URLs this machine's clients reach an API bound to host:port at (for
+    development, where UNCLIP_PUBLIC_BASE_URL is unset): a wildcard bind answers on loopback."""
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}"
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -30,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     if settings.public_base_url is None:  # development only: production requires it
         # Image URLs point at the address served here, not at whatever Host a request names.
-        host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-        host = f"[{host}]" if ":" in host else host
-        settings = settings.model_copy(update={"public_base_url": f"http://{host}:{args.port}"})
+        settings = settings.model_copy(
+            update={"public_base_url": served_base_url(args.host, args.port)}
+        )
     app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -8,11 +8,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from shared.job_params import MAX_DB_INT
+
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if value > MAX_DB_INT:
+        raise argparse.ArgumentTypeError(f"{value} must be at most {MAX_DB_INT}")
     return value
 
 

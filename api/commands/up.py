@@ -4,13 +4,14 @@ webhook dispatcher."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
 import time
 from types import FrameType
 
-from api.commands.api import DEFAULT_HOST, DEFAULT_PORT
+from api.commands.api import DEFAULT_HOST, DEFAULT_PORT, served_base_url
 
 # Past the worker's drain timeout (UNCLIP_DRAIN_TIMEOUT_S), children left are killed.
 STOP_MARGIN_S = 30.0
@@ -61,6 +62,12 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise SystemExit(f"--port {args.port} is out of range; use 1-65535")
+    from shared.settings import get_settings
+
+    if get_settings().public_base_url is None:
+        # Every child signs image URLs against the API served here: the webhook dispatcher's
+        # payloads too, not only the API's own answers.
+        os.environ["UNCLIP_PUBLIC_BASE_URL"] = served_base_url(args.host, args.port)
     migrate = subprocess.run(_unclip("migrate"), check=False)
     if migrate.returncode != 0:
         print(f"unclip up: migrations failed (exit {migrate.returncode})", file=sys.stderr)

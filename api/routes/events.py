@@ -2,7 +2,7 @@
 
 Events are read from the job_events table (written with each change, by any API process or
 worker), so a reconnect resumes after the id it saw, with nothing lost or repeated, and a
-finished job answers at once. The stream ends after the terminal event.
+finished job answers at once. The stream ends once it has sent a terminal event and caught up.
 """
 
 from __future__ import annotations
@@ -18,14 +18,17 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import owner_filter
 from api.deps import PrincipalDep, SessionFactoryDep, SettingsDep
+from shared.db.claims import job_status
 from shared.db.job_events import TERMINAL_EVENTS, events_after
 from shared.db.ownership import get_owned_job
+from shared.db.states import JobStatus
 from shared.errors import InvalidInput
 from shared.image_urls import signed_image_url
 from shared.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 POLL_S = 0.25
+PAGE = 500  # events read per query
 MAX_EVENT_ID = 2**63 - 1
 
 
@@ -44,17 +47,22 @@ def resume_after(last_event_id: Annotated[str | None, Header(max_length=40)] = N
 
 def _read(
     factory: sessionmaker[Session], settings: Settings, job_id: str, after: int
-) -> list[ServerSentEvent]:
+) -> tuple[list[ServerSentEvent], bool]:
+    """The events after `after`, and whether that is all there is for now (a short page)."""
     with factory() as session:
-        rows = events_after(session, job_id, after)
+        rows = events_after(session, job_id, after, limit=PAGE)
+        # A succeeded job deleted later (or expired by retention) has no images to link.
+        gone = any(row.event == "expired" for row in rows) or (
+            bool(rows) and job_status(session, job_id) == JobStatus.expired.value
+        )
         out = []
         for row in rows:
             data: dict[str, Any] = {"job_id": job_id, **row.data}
             if row.event == "succeeded" and "image_indices" in data:
-                data["images"] = [signed_image_url(settings, job_id, i)
-                                  for i in data["image_indices"]]  # fmt: skip
+                indices = [] if gone else data["image_indices"]
+                data["images"] = [signed_image_url(settings, job_id, i) for i in indices]
             out.append(ServerSentEvent(event=row.event, id=str(row.id), data=data))
-        return out
+        return out, len(rows) < PAGE
 
 
 def owned_job_id(job_id: str, factory: SessionFactoryDep, principal: PrincipalDep) -> str:
@@ -74,14 +82,21 @@ async def stream_job_events(
     settings: SettingsDep,
 ) -> AsyncIterator[ServerSentEvent]:
     """queued, started, progress, stage_done, then one of succeeded, failed, cancelled, held,
-    rejected or expired; each with an id to resume after (the Last-Event-ID header)."""
+    rejected or expired; each with an id to resume after (the Last-Event-ID header).
+
+    The stream ends once it has sent a terminal event and every event recorded so far: a
+    finished job that was deleted later sends its `succeeded` and then its `expired`.
+    """
+    ended = False
     while True:
-        events = await run_in_threadpool(_read, factory, settings, job_id, after)
+        events, caught_up = await run_in_threadpool(_read, factory, settings, job_id, after)
         for event in events:
             yield event
             after = int(event.id or after)
-            if event.event in TERMINAL_EVENTS:
-                return
+            ended = ended or event.event in TERMINAL_EVENTS
+        if ended and caught_up:
+            return
         if await request.is_disconnected():
             return
-        await asyncio.sleep(POLL_S)
+        if caught_up:
+            await asyncio.sleep(POLL_S)

@@ -13,6 +13,7 @@ from api.schemas.moderation import AppealState, ModerationPublic, appeal_state, 
 from shared.db.models import Job, JobImage
 from shared.db.models.embedding import Embedding
 from shared.db.queue_position import QueueStanding
+from shared.db.states import JobStatus
 from shared.image_urls import signed_image_url
 from shared.job_params import (
     EMBEDDING_ID_LENGTH,
@@ -160,7 +161,7 @@ class JobPublic(EmbeddingFields):
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
-    images: list[ImagePublic]
+    images: list[ImagePublic]  # empty once the job is expired (its files are deleted)
 
 
 class JobsPublic(BaseModel):
@@ -243,5 +244,6 @@ def job_public(
                 embedding_id=embedding_ids.get(image.index),
             )
             for image in images
+            if job.status != JobStatus.expired.value  # its files are gone: no URL to offer
         ],
     )

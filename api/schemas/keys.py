@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from shared.db.models import ApiKey
 from shared.db.models.api_key import NAME_LENGTH
+from shared.job_params import MAX_DB_INT
 
 
 class KeyCreate(BaseModel):
@@ -16,9 +17,14 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=NAME_LENGTH)
-    rpm: int | None = Field(default=None, ge=1, description="create requests per minute")
-    max_active_jobs: int | None = Field(default=None, ge=1, description="queued + running")
-    is_admin: bool = False
+    # Strict: "yes" or true is not a number of requests, and "yes" does not make an admin.
+    rpm: StrictInt | None = Field(
+        default=None, ge=1, le=MAX_DB_INT, description="create requests per minute"
+    )
+    max_active_jobs: StrictInt | None = Field(
+        default=None, ge=1, le=MAX_DB_INT, description="queued + running"
+    )
+    is_admin: StrictBool = False
 
 
 class KeyPublic(BaseModel):

@@ -140,6 +140,15 @@ def test_unknown_or_malformed_keys_are_401_even_when_keys_are_optional(
     _error(answer, 401, "invalid_api_key")
 
 
+def test_a_key_sent_without_bearer_is_not_echoed_whole(
+    settings: Settings, client: TestClient
+) -> None:
+    secret = new_key(settings, "dave")
+    answer = client.get("/v1/jobs", headers={"Authorization": secret})
+    message = _error(answer, 401, "invalid_api_key")
+    assert secret not in answer.text and "Bearer KEY" in message
+
+
 def test_a_revoked_key_is_invalid(settings: Settings, client: TestClient) -> None:
     secret = new_key(settings, "bob")
     assert client.get("/v1/jobs", headers=bearer(secret)).status_code == 200

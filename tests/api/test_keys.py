@@ -87,3 +87,18 @@ def test_a_plain_key_cannot_manage_keys(client: TestClient, settings: Settings) 
     answer = client.post("/v1/admin/keys", json={"name": "mine", "is_admin": True}, headers=user)
     assert answer.status_code == 403
     assert answer.json()["error"]["code"] == "admin_key_required"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("rpm", 10**20), ("max_active_jobs", 2**31), ("rpm", "5"), ("is_admin", "yes"),
+     ("is_admin", 1), ("max_active_jobs", True)],
+)  # fmt: skip
+def test_out_of_range_or_loosely_typed_limits_are_a_400_naming_the_field(
+    client: TestClient, admin: dict[str, str], field: str, value: object
+) -> None:
+    answer = client.post("/v1/admin/keys", json={"name": "z", field: value}, headers=admin)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == field
+    listed = client.get("/v1/admin/keys", headers=admin).json()["data"]
+    assert "z" not in [key["name"] for key in listed]

@@ -59,3 +59,5 @@ def test_a_taken_name_or_an_unknown_key_fails_with_a_message(tmp_path: Path) -> 
     assert gone.returncode == 1 and "no API key named 'nobody'" in gone.stderr
     bad = _unclip(settings.data_dir, "create", "--name", "x", "--rpm", "0")
     assert bad.returncode == 2 and "at least 1" in bad.stderr
+    huge = _unclip(settings.data_dir, "create", "--name", "y", "--rpm", str(2**40))
+    assert huge.returncode == 2 and "at most 2147483647" in huge.stderr

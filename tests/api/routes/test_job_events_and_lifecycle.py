@@ -140,6 +140,13 @@ def test_delete_removes_files_and_images_answer_410(
     assert not (storage.root / "jobs" / job["id"]).exists()
     gone = client.get(image.replace("http://test.example", ""))
     assert gone.status_code == 410 and gone.json()["error"]["code"] == "expired"
+    # The job no longer offers image URLs, and its event stream tells of the expiry after
+    # the success, whose image list is then empty.
+    assert deleted.json()["images"] == []
+    assert client.get(f"/v1/jobs/{job['id']}").json()["images"] == []
+    events = _events(client, job["id"])
+    assert [name for name, _, _ in events][-2:] == ["succeeded", "expired"]
+    assert events[-2][2]["images"] == []
     assert client.delete(f"/v1/jobs/{running['id']}").status_code == 409
     assert client.delete("/v1/jobs/no-such-job").status_code == 404
 

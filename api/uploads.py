@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 from starlette.requests import Request
 
-from shared.errors import InvalidInput, PayloadTooLarge, UnprocessableInput, UnsupportedMedia
+from shared.errors import InvalidImage, InvalidInput, PayloadTooLarge
 from shared.settings import Limits
 
 ALLOWED_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
@@ -121,10 +121,11 @@ def _open_checked(data: bytes, param: str, limits: Limits) -> Image.Image:
                 param=param,
             ) from exc
         except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise UnsupportedMedia(
+            raise InvalidImage(
                 f"{param} is not a {allowed} image (its bytes are not one, whatever its name "
                 "or content type says)",
                 param=param,
+                code="invalid_image_format",
             ) from exc
     return image
 
@@ -143,7 +144,7 @@ def sniff_image(data: bytes, *, param: str, limits: Limits) -> UploadedImage:
     try:
         image.load()
     except (OSError, ValueError, SyntaxError) as exc:
-        raise UnprocessableInput(
+        raise InvalidImage(
             f"{param} is a {image.format} whose data cannot be decoded ({exc}); send an intact "
             "image",
             param=param,
@@ -174,16 +175,16 @@ def _reencode(image: Image.Image, param: str) -> tuple[bytes, str]:
     try:
         image.save(buffer, format="PNG", **options)
     except (OSError, ValueError) as exc:
-        raise UnprocessableInput(
+        raise InvalidImage(
             f"{param} could not be re-encoded ({exc}); send an RGB or RGBA image", param=param
         ) from exc
     return buffer.getvalue(), image.mode
 
 
 def check_square(image: UploadedImage, *, param: str) -> None:
-    """422 unless the image is square (the renderer works on square images)."""
+    """400 unless the image is square (the renderer works on square images)."""
     if image.width != image.height:
-        raise UnprocessableInput(
+        raise InvalidImage(
             f"{param} is {image.width}x{image.height}; it must be square (width == height)",
             param=param,
         )
@@ -193,20 +194,20 @@ def check_mask(image: UploadedImage, mask: UploadedImage | None) -> None:
     """An edit needs a mask of the image's size, or an image whose alpha channel is the mask."""
     if mask is None:
         if not image.has_alpha:
-            raise UnprocessableInput(
+            raise InvalidImage(
                 f"image has mode {image.mode} and no mask was sent; send a mask, or an image "
                 "with an alpha channel (RGBA or LA) whose transparent pixels mark the area to edit",
                 param="image",
             )
         return
     if (mask.width, mask.height) != (image.width, image.height):
-        raise UnprocessableInput(
+        raise InvalidImage(
             f"mask is {mask.width}x{mask.height} but image is {image.width}x{image.height}; the "
             "mask must be the same size as the image",
             param="mask",
         )
     if mask.mode not in MASK_MODES:
-        raise UnprocessableInput(
+        raise InvalidImage(
             f"mask has mode {mask.mode}; it must be one of {list(MASK_MODES)} (alpha 0 in "
             "RGBA/LA, or white in grey/RGB, marks the area to edit)",
             param="mask",

@@ -22,8 +22,16 @@ class InvalidInput(UnclipError):
     code = "invalid_value"
 
 
+class InvalidImage(InvalidInput):
+    """An upload that is no usable image: not PNG, JPEG or WebP, corrupt, not square, or a mask
+    that does not fit its image (HTTP 400, as OpenAI's images API answers bad input)."""
+
+    code = "invalid_image"
+
+
 class UnprocessableInput(UnclipError):
-    """Well-formed input that cannot be used, e.g. a mask of another size (HTTP 422)."""
+    """Well-formed input that cannot be used: an Idempotency-Key sent again with another body
+    (HTTP 422, as the IETF Idempotency-Key draft answers it)."""
 
     code = "unprocessable_input"
 
@@ -35,7 +43,7 @@ class PayloadTooLarge(UnclipError):
 
 
 class UnsupportedMedia(UnclipError):
-    """An upload that is not an allowed image format, whatever its name says (HTTP 415)."""
+    """A request body of a content type the endpoint does not read (HTTP 415)."""
 
     code = "unsupported_media_type"
 

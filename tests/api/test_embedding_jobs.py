@@ -181,7 +181,7 @@ BAD_IMAGE = base64.b64encode(b"not an image").decode()
         ([{"prompt": "a", "image": "AAAA", "weight": 1}, {"prompt": "b", "weight": 1}], 400,
          "mix.0", "exactly one"),
         ([{"weight": 1}, {"prompt": "b", "weight": 1}], 400, "mix.0", "exactly one"),
-        ([{"prompt": "a", "weight": 1}, {"image": BAD_IMAGE, "weight": 1}], 415, "mix.1.image",
+        ([{"prompt": "a", "weight": 1}, {"image": BAD_IMAGE, "weight": 1}], 400, "mix.1.image",
          "PNG"),
         ([{"prompt": "a", "weight": 1}, {"prompt": "   ", "weight": 1}], 400, "mix.1.prompt",
          "blank"),

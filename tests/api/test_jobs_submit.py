@@ -107,7 +107,7 @@ def test_edit_without_mask_needs_alpha(client: TestClient, queue: RecordingQueue
     bad = client.post(
         "/v1/jobs", json={"kind": "edit", "prompt": "p", "image": _b64(image_bytes(mode="RGB"))}
     )
-    assert bad.status_code == 422 and bad.json()["error"]["param"] == "image"
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "image"
     assert "alpha" in bad.json()["error"]["message"]
     assert len(queue.sent) == 1
 
@@ -178,11 +178,11 @@ def _variation(client: TestClient, data: bytes, **extra: Any) -> Any:
 @pytest.mark.parametrize(
     ("data", "status", "says"),
     [
-        (b"not an image at all", 415, "PNG, JPEG, WEBP"),
-        (_svg(), 415, "whatever its name"),
-        (_gif(), 415, "PNG, JPEG, WEBP"),
-        (image_bytes((40, 20)), 422, "40x20"),
-        (image_bytes((32, 32))[:60], 422, "cannot be decoded"),
+        (b"not an image at all", 400, "PNG, JPEG, WEBP"),
+        (_svg(), 400, "whatever its name"),
+        (_gif(), 400, "PNG, JPEG, WEBP"),
+        (image_bytes((40, 20)), 400, "40x20"),
+        (image_bytes((32, 32))[:60], 400, "cannot be decoded"),
     ],
     ids=["text", "svg-named-png", "gif-named-png", "not-square", "truncated"],
 )
@@ -235,7 +235,7 @@ def test_decompression_bomb_warning_is_an_error(client: TestClient, queue: Recor
     assert queue.sent == []
 
 
-def test_mask_of_another_size_is_422(client: TestClient, queue: RecordingQueue) -> None:
+def test_mask_of_another_size_is_400(client: TestClient, queue: RecordingQueue) -> None:
     response = client.post(
         "/v1/jobs",
         data={"kind": "edit", "prompt": "p"},
@@ -244,7 +244,7 @@ def test_mask_of_another_size_is_422(client: TestClient, queue: RecordingQueue) 
             "mask": ("mask.png", image_bytes((16, 16), mode="RGBA"), "image/png"),
         },
     )
-    assert response.status_code == 422
+    assert response.status_code == 400
     error = response.json()["error"]
     assert error["param"] == "mask" and "16x16" in error["message"]
     assert "32x32" in error["message"]

@@ -210,6 +210,34 @@ def test_user_is_accepted(api: Api) -> None:
     assert response.status_code == 200, response.text
 
 
+def test_a_greyscale_edit_needs_a_mask_and_every_refusal_is_400(api: Api) -> None:
+    grey = image_bytes((64, 64), mode="L")
+    alone = api.client.post(
+        "/v1/images/edits", data={"prompt": "a hat"}, files={"image": ("in.png", grey, "image/png")}
+    )
+    assert alone.status_code == 400, alone.text
+    assert alone.json()["error"]["param"] == "image" and "mask" in alone.json()["error"]["message"]
+    small_mask = api.client.post(
+        "/v1/images/edits", data={"prompt": "a hat"},
+        files={"image": ("in.png", grey, "image/png"),
+               "mask": ("m.png", image_bytes((32, 32), mode="RGBA"), "image/png")},
+    )  # fmt: skip
+    assert small_mask.status_code == 400 and small_mask.json()["error"]["param"] == "mask"
+    gif = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(gif, format="GIF")
+    not_png = api.client.post(
+        "/v1/images/variations", files={"image": ("in.gif", gif.getvalue(), "image/gif")}
+    )
+    assert not_png.status_code == 400 and not_png.json()["error"]["code"] == "invalid_image_format"
+    assert api.jobs() == []
+    with_mask = api.client.post(
+        "/v1/images/edits", data={"prompt": "a hat"},
+        files={"image": ("in.png", grey, "image/png"),
+               "mask": ("m.png", image_bytes((64, 64), mode="RGBA"), "image/png")},
+    )  # fmt: skip
+    assert with_mask.status_code == 200, with_mask.text
+
+
 def test_edit_without_mask_uses_the_alpha_and_refuses_rgb(api: Api) -> None:
     rgb = api.client.post(
         "/v1/images/edits",
@@ -262,7 +290,7 @@ def test_variation_refuses_a_non_square_image(api: Api) -> None:
         "/v1/images/variations",
         files={"image": ("in.png", image_bytes((64, 32)), "image/png")},
     )
-    assert response.status_code in (400, 422)
+    assert response.status_code == 400  # OpenAI's answer to bad input, so its clients agree
     assert response.json()["error"]["param"] == "image"
     assert api.jobs() == []
 

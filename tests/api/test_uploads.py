@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from api.uploads import check_mask, decode_base64, sniff_image
-from shared.errors import InvalidInput, PayloadTooLarge, UnprocessableInput, UnsupportedMedia
+from shared.errors import InvalidImage, InvalidInput, PayloadTooLarge
 from shared.settings import Limits
 
 
@@ -47,7 +47,7 @@ def test_cmyk_jpeg_is_stored_as_rgb_png() -> None:
 
 @pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF"])
 def test_other_formats_are_refused(fmt: str) -> None:
-    with pytest.raises(UnsupportedMedia, match="PNG, JPEG, WEBP"):
+    with pytest.raises(InvalidImage, match="PNG, JPEG, WEBP"):
         sniff_image(_encode(Image.new("RGB", (20, 20)), fmt), param="image", limits=Limits())
 
 
@@ -86,7 +86,7 @@ def test_mask_mode_must_carry_the_edit_area() -> None:
     limits = Limits()
     image = sniff_image(_encode(Image.new("RGB", (16, 16)), "PNG"), param="image", limits=limits)
     deep = sniff_image(_encode(Image.new("I;16", (16, 16)), "PNG"), param="mask", limits=limits)
-    with pytest.raises(UnprocessableInput, match="mode I;16"):
+    with pytest.raises(InvalidImage, match="mode I;16"):
         check_mask(image, deep)
     grey = sniff_image(_encode(Image.new("L", (16, 16)), "PNG"), param="mask", limits=limits)
     check_mask(image, grey)

@@ -32,7 +32,9 @@ def test_children_get_the_served_base_url_when_none_is_set(monkeypatch) -> None:
     from api.commands import up
     from shared.settings import get_settings
 
-    monkeypatch.delenv("UNCLIP_PUBLIC_BASE_URL", raising=False)
+    # Set, then removed: monkeypatch then restores the variable's absence after up.run set it.
+    monkeypatch.setenv("UNCLIP_PUBLIC_BASE_URL", "http://placeholder")
+    monkeypatch.delenv("UNCLIP_PUBLIC_BASE_URL")
     get_settings.cache_clear()
     seen: dict[str, str | None] = {}
 

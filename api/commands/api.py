@@ -6,6 +6,9 @@ import argparse
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+# After SIGTERM, requests still open get this long (event streams and sync waits end at once,
+# api/shutdown.py); under compose's default 10 s stop grace period.
+GRACEFUL_SHUTDOWN_S = 8
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.shutdown import register_stopping
     from shared.settings import get_settings
 
     if not 0 < args.port < 65536:
@@ -42,5 +46,9 @@ def run(args: argparse.Namespace) -> int:
             update={"public_base_url": served_base_url(args.host, args.port)}
         )
     app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)  # fmt: skip
+    server = uvicorn.Server(config)
+    register_stopping(app, lambda: server.should_exit)  # event streams end on SIGTERM
+    server.run()
     return 0

@@ -2,13 +2,14 @@
 
 Events are read from the job_events table (written with each change, by any API process or
 worker), so a reconnect resumes after the id it saw, with nothing lost or repeated, and a
-finished job answers at once. The stream ends once it has sent a terminal event and caught up.
+finished job answers at once. The stream ends once the job is at rest and every event is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -18,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import owner_filter
 from api.deps import PrincipalDep, SessionFactoryDep, SettingsDep
+from api.shutdown import shutting_down
 from shared.db.claims import job_status
 from shared.db.job_events import TERMINAL_EVENTS, events_after
 from shared.db.ownership import get_owned_job
@@ -45,16 +47,21 @@ def resume_after(last_event_id: Annotated[str | None, Header(max_length=40)] = N
     return int(last_event_id)
 
 
-def _read(
-    factory: sessionmaker[Session], settings: Settings, job_id: str, after: int
-) -> tuple[list[ServerSentEvent], bool]:
-    """The events after `after`, and whether that is all there is for now (a short page)."""
+@dataclass(frozen=True)
+class _Page:
+    events: list[ServerSentEvent]
+    caught_up: bool  # fewer than PAGE came: nothing more is recorded yet
+    at_rest: bool  # the job's status, read before the events, names a final event
+
+
+def _read(factory: sessionmaker[Session], settings: Settings, job_id: str, after: int) -> _Page:
+    """The events after `after`. The status is read first: a job at rest then has every event
+    up to its final one recorded (each is written in the transaction of its change)."""
     with factory() as session:
+        status = job_status(session, job_id)
         rows = events_after(session, job_id, after, limit=PAGE)
         # A succeeded job deleted later (or expired by retention) has no images to link.
-        gone = any(row.event == "expired" for row in rows) or (
-            bool(rows) and job_status(session, job_id) == JobStatus.expired.value
-        )
+        gone = status == JobStatus.expired.value
         out = []
         for row in rows:
             data: dict[str, Any] = {"job_id": job_id, **row.data}
@@ -62,7 +69,7 @@ def _read(
                 indices = [] if gone else data["image_indices"]
                 data["images"] = [signed_image_url(settings, job_id, i) for i in indices]
             out.append(ServerSentEvent(event=row.event, id=str(row.id), data=data))
-        return out, len(rows) < PAGE
+        return _Page(out, len(rows) < PAGE, status is None or status in TERMINAL_EVENTS)
 
 
 def owned_job_id(job_id: str, factory: SessionFactoryDep, principal: PrincipalDep) -> str:
@@ -84,19 +91,20 @@ async def stream_job_events(
     """queued, started, progress, stage_done, then one of succeeded, failed, cancelled, held,
     rejected or expired; each with an id to resume after (the Last-Event-ID header).
 
-    The stream ends once it has sent a terminal event and every event recorded so far: a
-    finished job that was deleted later sends its `succeeded` and then its `expired`.
+    The stream ends once the job is at rest (its status is one of those final events) and
+    every event recorded until then was sent. So a held job that a reviewer released goes on
+    past its `held`, a finished job deleted later sends its `succeeded` and then `expired`, and
+    a reconnect after the last event of a finished job ends at once. It also ends when the
+    server shuts down (the client reconnects with Last-Event-ID).
     """
-    ended = False
     while True:
-        events, caught_up = await run_in_threadpool(_read, factory, settings, job_id, after)
-        for event in events:
+        page = await run_in_threadpool(_read, factory, settings, job_id, after)
+        for event in page.events:
             yield event
             after = int(event.id or after)
-            ended = ended or event.event in TERMINAL_EVENTS
-        if ended and caught_up:
+        if page.caught_up and page.at_rest:
             return
-        if await request.is_disconnected():
+        if await request.is_disconnected() or shutting_down(request):
             return
-        if caught_up:
+        if page.caught_up:
             await asyncio.sleep(POLL_S)

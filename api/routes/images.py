@@ -37,6 +37,7 @@ from api.schemas.images import (
 )
 from api.schemas.jobs import JobCreate, JobPublic
 from api.served_families import resolve_model
+from api.shutdown import shutting_down
 from api.submission import request_fingerprint, submit_job
 from api.sync_wait import JobOutcome, wait_for_job
 from api.uploads import check_upload_size, sniff_image
@@ -133,8 +134,11 @@ def _job_headers(job_id: str) -> dict[str, str]:
     return {JOB_ID_HEADER: job_id, "x-should-retry": "false"}
 
 
-def _outcome_error(outcome: JobOutcome, timeout_s: float) -> JSONResponse:
-    """The error answer of a job that did not succeed (or did not finish in time)."""
+def _outcome_error(
+    outcome: JobOutcome, timeout_s: float, *, stopping: bool = False
+) -> JSONResponse:
+    """The error answer of a job that did not succeed (or did not finish in time, or before
+    this server began to shut down)."""
     job_id, headers = outcome.job_id, _job_headers(outcome.job_id)
     if outcome.status == "rejected":
         reason = outcome.status_reason or outcome.error_message or "moderation"
@@ -152,8 +156,9 @@ def _outcome_error(outcome: JobOutcome, timeout_s: float) -> JSONResponse:
         message = f"job {job_id} was cancelled before it finished; submit a new request"
         return error_response(409, message, code="job_cancelled", headers=headers)
     held = " (held for moderation review)" if outcome.status == "held" else ""
+    when = "before this API server began to shut down" if stopping else f"within {timeout_s:g} s"
     message = (
-        f"job {job_id} did not finish within {timeout_s:g} s (status {outcome.status}{held}); "
+        f"job {job_id} did not finish {when} (status {outcome.status}{held}); "
         f"it goes on: poll GET /v1/jobs/{job_id} for its images rather than resubmitting"
     )
     return error_response(504, message, code="timeout", headers=headers)
@@ -202,11 +207,14 @@ async def _serve(
     if wants_async(prefer):
         headers = {"Location": f"/v1/jobs/{public.id}", "Preference-Applied": "respond-async"}
         return JSONResponse(public.model_dump(mode="json"), status_code=202, headers=headers)
+    async def stop_waiting() -> bool:  # the client left, or this server is shutting down
+        return shutting_down(request) or await request.is_disconnected()
+
     outcome = await wait_for_job(
-        parts.factory, public.id, settings.sync_timeout_s, gone=request.is_disconnected
+        parts.factory, public.id, settings.sync_timeout_s, gone=stop_waiting
     )
     if outcome.status != "succeeded":
-        return _outcome_error(outcome, settings.sync_timeout_s)
+        return _outcome_error(outcome, settings.sync_timeout_s, stopping=shutting_down(request))
     data = await run_in_threadpool(
         _image_data, outcome, ask.response_format, settings, parts.storage
     )

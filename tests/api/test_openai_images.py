@@ -331,6 +331,22 @@ def test_past_the_sync_timeout_504_names_the_job(make_api: Callable[..., Api]) -
     assert job.status == "queued"  # the job goes on
 
 
+def test_a_sync_wait_ends_when_the_server_shuts_down(make_api: Callable[..., Api]) -> None:
+    """SIGTERM does not hold the API for the sync timeout: the wait answers the same 504
+    (the job goes on, x-should-retry: false) as soon as the server is told to stop."""
+    from api.shutdown import register_stopping
+
+    api = make_api(sync_timeout_s=300.0)
+    api.queue.outcome = None
+    register_stopping(api.client.app, lambda: True)  # type: ignore[arg-type]
+    response = api.client.post("/v1/images/generations", json={"prompt": "a red circle"})
+    assert response.status_code == 504, response.text
+    assert "shut down" in response.json()["error"]["message"]
+    assert response.headers["x-should-retry"] == "false"
+    [job] = api.jobs()
+    assert job.status == "queued"
+
+
 def test_moderation_refusals_are_400_content_policy_violation(api: Api) -> None:
     checker = lexical_checker_for(api.settings.moderation_policy)
     prompt = next(p for p in BLOCK_CANDIDATES if checker.check(p).decision is Decision.BLOCK)

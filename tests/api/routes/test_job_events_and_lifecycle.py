@@ -178,3 +178,29 @@ def test_stage_and_its_step_counts_never_mix_and_attempt_counts_the_stage(
     assert (running["stage"], running["progress_step"], running["progress_total"]) == (
         "decoder", 3, 10)  # fmt: skip
     assert running["attempt"] == 1  # the first attempt of this stage, not "attempt 2"
+
+
+def test_a_released_hold_streams_on_to_the_jobs_real_end(
+    client: TestClient, api_settings: Settings, storage: LocalStorage
+) -> None:
+    """`held` is final only while the job stays held: after a reviewer's release the stream
+    replays past it to the job's success, and a reconnect after the last event ends at once."""
+    job = client.post("/v1/jobs", json=BODY).json()
+    with _sessions(api_settings).begin() as session:
+        assert transition(session, job["id"], [JobStatus.queued], JobStatus.held)
+    assert [name for name, _, _ in _events(client, job["id"])] == ["queued", "held"]
+    with _sessions(api_settings).begin() as session:
+        assert transition(session, job["id"], [JobStatus.held], JobStatus.queued)
+        _finish(session, job["id"], storage)
+    events = _events(client, job["id"])
+    names = [name for name, _, _ in events]
+    assert names[:3] == ["queued", "held", "queued"] and names[-1] == "succeeded"
+    assert _events(client, job["id"], last=events[-1][1]) == []  # closes, does not hang
+
+
+def test_streams_end_when_the_server_shuts_down(client: TestClient) -> None:
+    from api.shutdown import register_stopping
+
+    job = client.post("/v1/jobs", json=BODY).json()  # stays queued: no worker here
+    register_stopping(client.app, lambda: True)  # type: ignore[arg-type]
+    assert [name for name, _, _ in _events(client, job["id"])] == ["queued"]

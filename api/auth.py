@@ -28,6 +28,7 @@ LOCAL_SCOPE = "local"
 PRINCIPAL_STATE = "principal"
 RESPONSE_HEADERS_STATE = "auth_response_headers"
 SIGNED_IMAGE_PATH = re.compile(r"^/v1/jobs/[^/]+/images/[^/]+$")
+APPEAL_PATH = re.compile(r"^/v1/jobs/[^/]+/appeal$")
 WS_POLICY_VIOLATION = 1008
 
 
@@ -150,8 +151,11 @@ class ApiKeyAuth:
             await self.app(scope, receive, send)
             return
         authorization = Headers(scope=scope).get("authorization")
+        # A suspended key may still appeal its refused jobs (that is how a suspension caused
+        # by mistaken blocks is contested); every other route answers 401 key_suspended.
+        appeal = scope.get("method") == "POST" and APPEAL_PATH.match(path) is not None
         try:
-            principal = await self._authenticate(authorization)
+            principal = await self._authenticate(authorization, allow_suspended=appeal)
         except Unauthenticated as exc:
             message = exc.message
             if path.startswith("/v1/admin/"):
@@ -177,7 +181,9 @@ class ApiKeyAuth:
 
         await self.app(scope, receive, send_with_headers)
 
-    async def _authenticate(self, authorization: str | None) -> Principal:
+    async def _authenticate(
+        self, authorization: str | None, *, allow_suspended: bool = False
+    ) -> Principal:
         if authorization is None:
             if self.settings.require_api_keys:
                 raise Unauthenticated(
@@ -200,9 +206,9 @@ class ApiKeyAuth:
             token.encode(), admin_token.encode()
         ):
             return BOOTSTRAP_ADMIN
-        return await run_in_threadpool(self._principal_for_key, token)
+        return await run_in_threadpool(self._principal_for_key, token, allow_suspended)
 
-    def _principal_for_key(self, token: str) -> Principal:
+    def _principal_for_key(self, token: str, allow_suspended: bool = False) -> Principal:
         secret = self.settings.api_key_secret.get_secret_value()
         with self.sessions() as session:
             row = key_store.find_key(session=session, server_secret=secret, key=token)
@@ -212,7 +218,7 @@ class ApiKeyAuth:
                 f"the API key {_masked(token)} is {state}; "
                 "use a valid key (`unclip keys list` shows them)"
             )
-        if row.suspended_at is not None:
+        if row.suspended_at is not None and not allow_suspended:
             raise Unauthenticated(
                 f"API key {row.name!r} is suspended since {row.suspended_at.isoformat()}: "
                 f"{row.suspended_reason or 'no reason given'}",

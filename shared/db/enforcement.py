@@ -114,11 +114,17 @@ def enforce_block(
     if rules.suspend_after_blocks is None:
         return EnforcementOutcome(cancelled=cancelled)
     now = now or utcnow()
-    count = blocks_since(
-        session=session,
-        api_key_id=api_key_id,
-        since=now - timedelta(seconds=rules.suspend_window_s),
-    )
+    since = now - timedelta(seconds=rules.suspend_window_s)
+    # Blocks from before an admin lifted a suspension were judged then: they do not count again.
+    lifted = session.execute(
+        select(func.max(ModerationAction.created_at)).where(
+            ModerationAction.api_key_id == api_key_id,
+            ModerationAction.action == "unsuspend_key",
+        )
+    ).scalar()
+    if lifted is not None and lifted > since:
+        since = lifted
+    count = blocks_since(session=session, api_key_id=api_key_id, since=since)
     if count < rules.suspend_after_blocks:
         return EnforcementOutcome(cancelled=cancelled, blocks_in_window=count)
     reason = (

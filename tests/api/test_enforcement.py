@@ -64,6 +64,15 @@ def test_blocks_cancel_queued_jobs_then_suspend_the_key_until_an_admin_lifts_it(
             and "3 hard moderation blocks" in (state["suspended_reason"])
         )
         assert [a["action"] for a in state["actions"]] == ["cancel_queued", "suspend_key"]
+        # The suspended key may still appeal a refusal (and only that).
+        with sessions() as session:
+            last_block = session.execute(
+                select(Job.id).where(Job.api_key_id == me, Job.status == "rejected")
+                .order_by(Job.created_at.desc())
+            ).scalars().first()  # fmt: skip
+        appeal = client.post(f"/v1/jobs/{last_block}/appeal", headers=bearer(secret),
+                             json={"reason": "these were history lessons"})  # fmt: skip
+        assert appeal.status_code == 201, appeal.text
         assert (
             client.post(
                 f"/v1/admin/moderation/keys/{me}/unsuspend",
@@ -88,6 +97,12 @@ def test_blocks_cancel_queued_jobs_then_suspend_the_key_until_an_admin_lifts_it(
             f"/v1/admin/moderation/keys/{me}/unsuspend", headers=admin, json={"reason": "twice"}
         )
         assert again.status_code == 409
+        # Blocks from before the suspension was lifted do not count again: one more block
+        # refuses that prompt (and cancels the queued job) but does not suspend the key.
+        fourth = client.post("/v1/jobs", json={"prompt": BLOCKED[0]}, headers=bearer(secret))
+        assert fourth.json()["error"]["code"] == "content_policy_violation"
+        after = client.post("/v1/jobs", json={"prompt": "a red circle"}, headers=bearer(secret))
+        assert after.status_code == 202, after.text
     with sessions() as session:
         actions = session.execute(
             select(ModerationAction)
@@ -99,10 +114,11 @@ def test_blocks_cancel_queued_jobs_then_suspend_the_key_until_an_admin_lifts_it(
             ("cancel_queued", "moderation"),
             ("suspend_key", "moderation"),
             ("unsuspend_key", "ann"),
+            ("cancel_queued", "moderation"),
         ]
         assert rows[0].detail["cancelled"] == [queued.json()["id"]]
         rejected = session.execute(
             select(Job.status).where(Job.api_key_id == me, Job.status == "rejected")
         )
-        assert len(list(rejected)) == 3
+        assert len(list(rejected)) == 4
     engine.dispose()

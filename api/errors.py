@@ -7,8 +7,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import Scope
 
 from api.schemas.errors import ErrorBody, ErrorDetail, ErrorType
@@ -106,8 +108,11 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
     loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body", "header")]
-    param = ".".join(loc) or ("body" if first.get("type") == "json_invalid" else None)
-    message = f"{param}: {first.get('msg')} (got {_shown(first.get('input'))})"
+    if first.get("type") == "json_invalid":  # its loc is ("body", <character offset>)
+        param, message = "body", f"the body is not valid JSON ({first.get('msg')})"
+    else:
+        param = ".".join(loc) or "body"  # a body of the wrong type (a list, null) names none
+        message = f"{param}: {first.get('msg')} (got {_shown(first.get('input'))})"
     return error_response(400, message, param=param, code="invalid_value")
 
 
@@ -128,12 +133,36 @@ def http_error_response(status: int, detail: str, method: str, path: str,
     return error_response(status, message, code=code, headers=headers or None)
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at the request's path (Starlette names only the first
+    route that matched the path, e.g. POST on /v1/jobs, though GET is served there too)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):  # included routers' too
+        match, _ = route.matches(request.scope)  # PARTIAL: the path matches, the method not
+        if match != Match.NONE:
+            methods |= set(route.methods or ())
+    return ", ".join(sorted(methods))
+
+
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    # FastAPI turns any failure while it parses a form into a 400 "error parsing the body":
+    # a body cut off at the size limit (api/edge.py) is still a 413, and a malformed one a
+    # 400 about the body.
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, UnclipError):
+        return domain_error_response(cause)
+    if exc.status_code == 400:  # Starlette's and FastAPI's: the body could not be parsed
+        detail = str(exc.detail)
+        if exc.__cause__ is not None and str(exc.__cause__):
+            detail = f"{detail}: {exc.__cause__}"
+        return error_response(400, detail, param="body", code="invalid_value")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and (allowed := allowed_methods(request)):
+        headers["Allow"] = allowed
     return http_error_response(
-        exc.status_code, str(exc.detail), request.method, request.url.path,
-        dict(exc.headers or {}),
-    )  # fmt: skip
+        exc.status_code, str(exc.detail), request.method, request.url.path, headers
+    )
 
 
 async def _on_data_error(request: Request, exc: Exception) -> JSONResponse:

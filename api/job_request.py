@@ -46,7 +46,7 @@ from shared.job_params import (
 )
 from shared.settings import Limits, Settings
 from shared.storable import check_storable
-from shared.webhooks.targets import check_webhook_events, check_webhook_url
+from shared.webhooks.targets import WEBHOOK_EVENTS, check_webhook_events, check_webhook_url
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,8 @@ def _allowed(param: str, limits: Limits) -> str | None:
         return f"{MIN_MIX} to {MAX_MIX} entries"
     if param.startswith("mix.") and param.endswith(".weight"):
         return f"a number > 0 and <= {MAX_MIX_WEIGHT}"
+    if param.startswith("webhook_events."):
+        return f"one or more of {list(WEBHOOK_EVENTS)}"
     options = {"kind": KINDS, "size": limits.sizes, "sampler": limits.samplers}
     return f"one of {list(options[param])}" if param in options else None
 

@@ -17,21 +17,24 @@ ERROR_REF = {"$ref": REF.format(model="ErrorBody")}
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 # FastAPI documents its own validation answer (422 HTTPValidationError); the API answers 400.
 FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
-# What any operation may answer: invalid input, no key, an unknown id, a server failure.
-ALWAYS = (400, 401, 404, 500)
+# What any operation may answer: invalid input, no key, an unknown id, a server failure, a
+# database or broker that is down (503 with Retry-After).
+ALWAYS = (400, 401, 404, 500, 503)
 WITH_BODY = (413, 415)
+ADMIN = (403,)  # a key that is not an admin's
 
 
 def _error(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": ERROR_REF}}}
 
 
-def _fix_operation(method: str, operation: dict[str, Any]) -> None:
+def _fix_operation(path: str, method: str, operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     auto = responses.get("422", {}).get("content", {}).get("application/json", {})
     if auto.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
         del responses["422"]
     statuses = ALWAYS + (WITH_BODY if method in ("post", "put", "patch") else ())
+    statuses += ADMIN if path.startswith("/v1/admin/") else ()
     for status, spec in error_responses(*statuses).items():
         responses.setdefault(str(status), _error(spec["description"]))
     responses.setdefault("default", _error("Any other error, in the same error shape"))
@@ -52,10 +55,10 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     document = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
-    for item in document.get("paths", {}).values():
+    for path, item in document.get("paths", {}).items():
         for method in METHODS:
             if method in item:
-                _fix_operation(method, item[method])
+                _fix_operation(path, method, item[method])
     schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
     for name in FASTAPI_VALIDATION:
         schemas.pop(name, None)

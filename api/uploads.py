@@ -81,7 +81,8 @@ def check_upload_size(data: bytes, *, param: str, limits: Limits) -> None:
     """413 unless `data` fits limits.max_upload_bytes."""
     if len(data) > limits.max_upload_bytes:
         raise PayloadTooLarge(
-            f"{param} is {len(data)} bytes; uploads may be at most {limits.max_upload_bytes} bytes",
+            # `data` may be a read cut at one byte past the limit: its length is no size to name.
+            f"{param} is larger than {limits.max_upload_bytes} bytes, the most an upload may be",
             param=param,
         )
 

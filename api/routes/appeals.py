@@ -26,6 +26,7 @@ from api.schemas.appeals import (
     action_public,
     appeal_public,
 )
+from api.schemas.errors import error_responses
 from api.submission import view_job
 from shared.db import appeals as appeal_store
 from shared.db import enforcement
@@ -47,7 +48,10 @@ def _with_job(session: Session, appeal: ModerationAppeal, settings: Settings) ->
     return AppealWithJob(**appeal_public(appeal).model_dump(), job=job)
 
 
-@router.post("/jobs/{job_id}/appeal", status_code=201, response_model=AppealPublic)
+@router.post(
+    "/jobs/{job_id}/appeal", status_code=201, response_model=AppealPublic,
+    responses=error_responses(409),
+)  # fmt: skip
 def create_appeal(
     job_id: str, body: AppealCreate, principal: PrincipalDep, session: SessionDep
 ) -> AppealPublic:

@@ -21,6 +21,7 @@ from api.deps import (
 from api.job_request import check_job_create, parse_job_create
 from api.moderation import screen_prompt
 from api.rate_limits import enforce_create_rate
+from api.schemas.errors import error_responses
 from api.schemas.jobs import JobPublic, JobsPublic, job_create_openapi
 from api.submission import request_fingerprint, submit_job, view_job
 from shared.db import jobs as job_store
@@ -50,6 +51,8 @@ STAGE_STATUSES = frozenset(status.value for status in ACTIVE)
     response_model=JobPublic,
     dependencies=[Depends(enforce_create_rate)],
     openapi_extra=job_create_openapi(),
+    # Idempotency-Key in flight or mismatched, rate limit or quota.
+    responses=error_responses(409, 422, 429),
 )
 async def create_job(
     request: Request,
@@ -147,7 +150,7 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-@router.delete("/jobs/{job_id}", response_model=JobPublic)
+@router.delete("/jobs/{job_id}", response_model=JobPublic, responses=error_responses(409))
 def delete_job(
     job_id: str,
     session: SessionDep,
@@ -174,7 +177,7 @@ def delete_job(
     return view_job(session, job_store.get_job(session=session, job_id=job_id), settings)
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
+@router.post("/jobs/{job_id}/cancel", response_model=JobPublic, responses=error_responses(409))
 def cancel_job(
     job_id: str,
     request: Request,
@@ -192,7 +195,7 @@ def cancel_job(
 @router.get(
     "/jobs/{job_id}/images/{index}",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    responses={200: {"content": {"image/png": {}}}, **error_responses(403, 410)},
 )
 def read_job_image(
     job_id: str,

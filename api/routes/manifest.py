@@ -18,6 +18,7 @@ from api.deps import (
 from api.moderation import screen_prompt
 from api.rate_limits import enforce_create_rate
 from api.replay import replay_request
+from api.schemas.errors import error_responses
 from api.schemas.jobs import JobPublic
 from api.schemas.manifest import ManifestPublic, manifest_public
 from api.submission import request_fingerprint, submit_job
@@ -40,6 +41,7 @@ def read_job_manifest(job_id: str, session: SessionDep, principal: PrincipalDep)
     status_code=202,
     response_model=JobPublic,
     dependencies=[Depends(enforce_create_rate)],
+    responses=error_responses(409, 429),
 )
 def replay_job(
     job_id: str,

@@ -72,6 +72,10 @@ def test_unknown_route_and_wrong_method_are_the_error_shape(client: TestClient) 
     wrong = client.delete("/v1/jobs")
     allow = wrong.headers["allow"]
     assert allow and f"allowed: {allow}" in error_of(wrong, 405)["message"]
+    # Every method served at the path, not only the first route's.
+    assert set(allow.split(", ")) == {"GET", "POST"}
+    patch = client.patch("/v1/jobs/some-id")
+    assert set(patch.headers["allow"].split(", ")) == {"GET", "DELETE"}
 
 
 def test_validation_is_400_not_422(client: TestClient) -> None:
@@ -141,6 +145,23 @@ def test_body_over_the_cap_is_413_in_the_shape(client: TestClient, queue: Record
     headers = {"content-type": "application/json"}
     streamed = client.post("/v1/jobs", content=chunks(), headers=headers)
     assert error_of(streamed, 413)["param"] == "body"
+    assert queue.sent == []
+
+    boundary = "xyz"
+
+    def multipart() -> Iterator[bytes]:  # the same on an OpenAI endpoint's form parsing
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; "
+               'filename="a.png"\r\nContent-Type: image/png\r\n\r\n').encode()  # fmt: skip
+        for _ in range(13):
+            yield b"x" * (1024 * 1024)
+
+    form = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    upload = client.post("/v1/images/variations", content=multipart(), headers=form)
+    assert error_of(upload, 413)["code"] == "payload_too_large"
+    broken = client.post("/v1/images/variations", content=b"--nope",
+                         headers={"content-type": "multipart/form-data"})  # fmt: skip
+    error = error_of(broken, 400)
+    assert (error["param"], error["code"]) == ("body", "invalid_value")
     assert queue.sent == []
 
 
@@ -234,6 +255,16 @@ def test_openapi_documents_the_errors_and_the_job_body(client: TestClient) -> No
                 if status.startswith(("4", "5")) or status == "default":
                     schema = spec["content"]["application/json"]["schema"]
                     assert schema["$ref"].endswith("/ErrorBody"), (method, path, status)
+            assert "503" in responses, (method, path)  # a database or broker down
+    # The answers particular routes give beside those.
+    paths = document["paths"]
+    assert {"409", "422", "429", "413", "415"} <= set(create["responses"])
+    assert "409" in paths["/v1/jobs/{job_id}/cancel"]["post"]["responses"]
+    assert "409" in paths["/v1/jobs/{job_id}"]["delete"]["responses"]
+    assert {"403", "410"} <= set(paths["/v1/jobs/{job_id}/images/{index}"]["get"]["responses"])
+    assert {"409", "429"} <= set(paths["/v1/jobs/{job_id}/replay"]["post"]["responses"])
+    assert "409" in paths["/v1/jobs/{job_id}/appeal"]["post"]["responses"]
+    assert "403" in paths["/v1/admin/keys"]["get"]["responses"]
 
 
 def test_401_and_503_are_the_error_shape(
@@ -248,3 +279,29 @@ def test_401_and_503_are_the_error_shape(
     queue.down = True
     down = client.post("/v1/jobs", json={"prompt": "p"})
     assert error_of(down, 503)["code"] == "queue_unavailable" and down.headers["retry-after"]
+
+
+@pytest.mark.parametrize("body", [b"nope", b"[]", b"null", b""])
+def test_a_body_that_is_no_json_object_is_a_400_about_the_body(
+    client: TestClient, body: bytes
+) -> None:
+    response = client.post(
+        "/v1/images/generations", content=body, headers={"content-type": "application/json"}
+    )
+    error = error_of(response, 400)
+    assert error["param"] == "body" and not error["message"].startswith(("0:", "None:"))
+
+
+def test_an_unknown_webhook_event_names_the_allowed_ones(client: TestClient) -> None:
+    response = client.post("/v1/jobs", json={"prompt": "x", "webhook_url": "https://a.example/h",
+                                             "webhook_events": ["done"]})  # fmt: skip
+    error = error_of(response, 400)
+    assert "'started'" in error["message"] and "'completed'" in error["message"]
+    assert "None" not in error["message"]
+
+
+def test_an_oversized_upload_names_the_limit_not_a_cut_read(client: TestClient) -> None:
+    big = b"\x89PNG" + b"x" * (5 * 1024 * 1024)
+    response = client.post("/v1/images/variations", files={"image": ("a.png", big, "image/png")})
+    error = error_of(response, 413)
+    assert "larger than 4194304 bytes" in error["message"] and "4194305" not in error["message"]

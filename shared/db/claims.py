@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from shared.db.base import rowcount, utcnow
 from shared.db.job_events import DeliveryTarget, record_event, record_status_event
 from shared.db.models import Job, JobImage, StageAttempt
-from shared.db.states import STAGE_ORDER, JobStatus, Stage, next_stage
+from shared.db.states import STAGE_ORDER, JobStatus, Stage, next_stage, overall_progress
 from shared.metrics import count_finished
 
 # Where each stage's output key lives on the job row (the upsampler's outputs are job_images).
@@ -383,9 +383,14 @@ def release_claim(
     condition = _owned(claim)
     if stale_before is not None:
         condition = and_(condition, Job.heartbeat_at < stale_before)
+    # The next attempt runs the stage from its first step: the job shows it waiting at the
+    # stage's start, not at the step the released attempt had reached.
     released = session.execute(
-        update(Job).where(condition).values(worker_id=None, heartbeat_at=None)
-    )
+        update(Job).where(condition).values(
+            worker_id=None, heartbeat_at=None, progress_step=0, progress_total=None,
+            progress=overall_progress(claim.stage, 0, 1),
+        )
+    )  # fmt: skip
     if rowcount(released) != 1:
         return False
     _close_running(

@@ -68,6 +68,13 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
+def overall_progress(stage: str, step: int, total: int) -> float:
+    """Progress over the whole job, each stage weighing a third: 0 at the start, 1 at the end."""
+    index = [s.value for s in STAGE_ORDER].index(stage)
+    fraction = min(max(step / total, 0.0), 1.0) if total > 0 else 0.0
+    return (index + fraction) / len(STAGE_ORDER)
+
+
 def next_stage(stage: Stage) -> Stage | None:
     """The stage after `stage`, or None after the upsampler."""
     index = STAGE_ORDER.index(stage)

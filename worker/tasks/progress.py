@@ -10,7 +10,7 @@ from contextlib import ExitStack, contextmanager
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.claims import Claim, job_status, record_progress
-from shared.db.states import STAGE_ORDER, JobStatus
+from shared.db.states import JobStatus, overall_progress
 from worker.tasks import drain
 from worker.unclip.render_spec import StepProgress
 
@@ -65,13 +65,6 @@ def _session_for(sessions: sessionmaker[Session], *, write: bool) -> Iterator[Se
         return
     with sessions.begin() if write else sessions() as session:
         yield session
-
-
-def overall_progress(stage: str, step: int, total: int) -> float:
-    """Progress over the whole job, each stage weighing a third: 0 at the start, 1 at the end."""
-    index = [s.value for s in STAGE_ORDER].index(stage)
-    fraction = min(max(step / total, 0.0), 1.0) if total > 0 else 0.0
-    return (index + fraction) / len(STAGE_ORDER)
 
 
 class ProgressWriter:

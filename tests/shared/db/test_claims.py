@@ -196,3 +196,25 @@ def test_a_claim_carries_the_webhook_so_its_events_read_no_job_row(
             select(WebhookDelivery.event).where(WebhookDelivery.job_id == job_id)
         ).all()
     assert sorted(kinds) == ["started"]  # progress and stage_done are not subscribed here
+
+
+def test_a_released_claim_shows_the_stage_waiting_at_its_start(
+    db_sessions: Sessions, make_job: Callable[..., str]
+) -> None:
+    from shared.db.claims import release_claim
+
+    job_id = make_job()
+    prior = _claim(db_sessions, job_id, "prior")
+    assert prior is not None
+    with db_sessions.begin() as session:
+        assert complete_stage(session, prior, output_key="jobs/x/attempt-1/prior/e")
+    claim = _claim(db_sessions, job_id, "decoder")
+    assert claim is not None
+    with db_sessions.begin() as session:
+        assert record_progress(session, claim, step=230, total=250, progress=0.64)
+    with db_sessions.begin() as session:
+        assert release_claim(session, claim, status="released")
+    job = _job(db_sessions, job_id)
+    assert (job.status, job.worker_id) == ("decoder", None)
+    assert (job.progress_step, job.progress_total) == (0, None)
+    assert job.progress == 1 / 3  # the decoder's start, not step 230 of the dropped attempt

@@ -12,12 +12,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.db.claims import Claim, claim_stage
 from shared.db.models import Job
 from shared.db.models.job_event import JobEvent
+from shared.db.states import overall_progress
 from worker.tasks.progress import (
     ClaimLost,
     JobCancelled,
     ProgressWriter,
     one_transaction,
-    overall_progress,
 )
 from worker.unclip.render_spec import StepProgress
 

@@ -13,16 +13,38 @@ import httpx
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 30.0
+# The server pings an event stream every 15 s: a stream silent for this long is a dead
+# connection (a host gone without closing it), to be reconnected, not waited on forever.
+STREAM_READ_TIMEOUT_S = 60.0
 
 
-class ApiError(Exception):
+# Answers worth another try after a pause: a gateway or a server that is restarting.
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
+
+
+class ClientError(Exception):
+    """A client command failed here (a file it cannot read or write); its message is the line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ApiError(ClientError):
     """The server answered an error (its message, code and HTTP status), or could not be reached."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
         super().__init__(message)
-        self.message = message
         self.status = status
         self.code = code
+
+    @property
+    def transient(self) -> bool:
+        """No answer (refused, reset, timed out) or a gateway/restart status: try again later."""
+        return self.status is None or self.status in TRANSIENT_STATUSES
 
     def __str__(self) -> str:
         where = f"HTTP {self.status}" if self.status is not None else "no answer"
@@ -54,7 +76,7 @@ def encode_image(path: Path) -> str:
     try:
         return base64.b64encode(path.read_bytes()).decode("ascii")
     except OSError as exc:
-        raise ApiError(f"cannot read {path}: {exc.strerror}") from exc
+        raise ClientError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 class ApiClient:
@@ -92,9 +114,14 @@ class ApiClient:
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        body = self._request(method, path, **kwargs).json()
+        response = self._request(method, path, **kwargs)
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text[:80]
         if not isinstance(body, dict):
-            raise ApiError(f"{method} {path} answered {type(body).__name__}, not an object")
+            raise ApiError(f"{method} {path} answered {type(body).__name__}, not a JSON object",
+                           status=response.status_code)  # fmt: skip
         return body
 
     def submit(self, fields: dict[str, Any]) -> dict[str, Any]:
@@ -128,15 +155,19 @@ class ApiClient:
         try:
             with connect_sse(
                 self._http, "GET", f"/v1/jobs/{job_id}/events", headers=headers,
-                timeout=httpx.Timeout(DEFAULT_TIMEOUT_S, read=None),
+                timeout=httpx.Timeout(DEFAULT_TIMEOUT_S, read=STREAM_READ_TIMEOUT_S),
             ) as source:  # fmt: skip
                 if source.response.status_code >= 400:
                     source.response.read()
                     raise _error_from(source.response)
-                for sse in source.iter_sse():
-                    yield JobEvent(sse.event, sse.id or None, _payload(sse.data))
-        except (httpx.HTTPError, SSEError) as exc:
-            raise ApiError(f"event stream of job {job_id} broke: {exc}") from exc
+                try:
+                    for sse in source.iter_sse():
+                        yield JobEvent(sse.event, sse.id or None, _payload(sse.data))
+                except SSEError as exc:  # an answer, but not a stream: this server has none
+                    raise ApiError(f"no event stream for job {job_id}: {exc}",
+                                   status=source.response.status_code) from exc  # fmt: skip
+        except httpx.HTTPError as exc:
+            raise ApiError(f"event stream broke: {exc}") from exc
 
 
 def _payload(text: str) -> dict[str, Any]:

@@ -10,11 +10,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from shared.client.api_client import DEFAULT_SERVER, ApiClient, ApiError, encode_image
+from shared.client.api_client import DEFAULT_SERVER, ApiClient, ClientError, encode_image
 from shared.client.display import make_display
 from shared.client.follow import JobState, follow
+from shared.client.output_dir import prepare_output_dir, save_images
+from shared.client.reconnect import Reconnect
+from shared.client.tables import print_fleet, print_jobs
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 out = Console(soft_wrap=True)
@@ -34,7 +36,7 @@ class Kind(StrEnum):
     mix = "mix"
 
 
-def _fail(exc: ApiError) -> typer.Exit:
+def _fail(exc: ClientError) -> typer.Exit:
     err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
     return typer.Exit(1)
 
@@ -80,21 +82,13 @@ def job_fields(
     return fields
 
 
-def _save_images(client: ApiClient, job: dict[str, Any], out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for image in job.get("images") or []:
-        path = out_dir / f"{job['id']}_{image['index']}.png"
-        path.write_bytes(client.download(image["url"]))
-        paths.append(path)
-    return paths
-
-
 def _wait(client: ApiClient, job_id: str, *, quiet: bool) -> JobState:
     display = make_display(job_id, out, quiet=quiet)
+    reconnect = Reconnect(notify=lambda line: err.print(f"{job_id}: {line}", highlight=False,
+                                                        markup=False))  # fmt: skip
     state = JobState("unknown")
     try:
-        for state in follow(client, job_id):
+        for state in follow(client, job_id, reconnect=reconnect):
             display.update(state)
     finally:
         display.close()
@@ -114,19 +108,22 @@ def _wait_or_cancel(client: ApiClient, job_id: str, *, quiet: bool) -> JobState:
         raise typer.Exit(130) from None
 
 
-def _finish(client: ApiClient, job_id: str, out_dir: Path, as_json: bool) -> None:
+def _finish(client: ApiClient, job_id: str, out_dir: Path | None, as_json: bool) -> None:
+    """Report the finished job (and save its PNGs in out_dir); exit 1 unless it succeeded."""
     job = client.job(job_id)
-    paths = _save_images(client, job, out_dir) if job.get("status") == "succeeded" else []
+    succeeded = job.get("status") == "succeeded"
+    paths = save_images(client, job, out_dir) if succeeded and out_dir is not None else []
     if as_json:
-        _print_json({**job, "files": [str(p) for p in paths]})
+        _print_json(job if out_dir is None else {**job, "files": [str(p) for p in paths]})
     else:
         for path in paths:
             out.print(str(path), highlight=False)
-        if job.get("status") != "succeeded":
+        if not succeeded:
             error = job.get("error") or {}
             reason = error.get("message") or job.get("status_reason") or ""
-            err.print(f"{job_id}: {job.get('status')} {reason}".rstrip(), highlight=False)
-    if job.get("status") != "succeeded":
+            err.print(f"{job_id}: {job.get('status')} {reason}".rstrip(), highlight=False,
+                      markup=False)  # fmt: skip
+    if not succeeded:
         raise typer.Exit(1)
 
 
@@ -155,13 +152,15 @@ def submit(
         )
     with ApiClient(server, api_key) as client:
         try:
+            if wait:
+                prepare_output_dir(out_dir)  # a bad -o fails now, not after the render
             job = client.submit(job_fields(kind, prompt, image, mask, n, size, seed, steps))
             if not wait:
                 _print_json(job) if as_json else out.print(job["id"], highlight=False)
                 return
             _wait_or_cancel(client, job["id"], quiet=as_json)
             _finish(client, job["id"], out_dir, as_json)
-        except ApiError as exc:
+        except ClientError as exc:
             raise _fail(exc) from exc
 
 
@@ -173,15 +172,15 @@ def watch(
     api_key: ApiKey = None,
     as_json: AsJson = False,
 ) -> None:
-    """Follow a job's progress to its end (and save its PNGs with -o DIR)."""
+    """Follow a job's progress to its end (and save its PNGs with -o DIR); exit 1 unless it
+    succeeded."""
     with ApiClient(server, api_key) as client:
         try:
-            _wait_or_cancel(client, job_id, quiet=as_json)
             if out_dir is not None:
-                _finish(client, job_id, out_dir, as_json)
-            elif as_json:
-                _print_json(client.job(job_id))
-        except ApiError as exc:
+                prepare_output_dir(out_dir)
+            _wait_or_cancel(client, job_id, quiet=as_json)
+            _finish(client, job_id, out_dir, as_json)
+        except ClientError as exc:
             raise _fail(exc) from exc
 
 
@@ -197,16 +196,12 @@ def jobs(
     with ApiClient(server, api_key) as client:
         try:
             page = client.jobs(status=status, limit=limit)
-        except ApiError as exc:
+        except ClientError as exc:
             raise _fail(exc) from exc
     if as_json:
         _print_json(page)
         return
-    table = Table("id", "status", "kind", "stage", "prompt", "created")
-    for job in page.get("data", []):
-        table.add_row(job["id"], job["status"], job["kind"], job.get("stage") or "",
-                      (job.get("prompt") or "")[:40], str(job.get("created_at", "")))  # fmt: skip
-    out.print(table)
+    print_jobs(out, [job for job in page.get("data") or [] if isinstance(job, dict)])
 
 
 @app.command()
@@ -217,31 +212,9 @@ def cancel(
     with ApiClient(server, api_key) as client:
         try:
             job = client.cancel(job_id)
-        except ApiError as exc:
+        except ClientError as exc:
             raise _fail(exc) from exc
     _print_json(job) if as_json else out.print(f"{job['id']}: {job['status']}", highlight=False)
-
-
-def _rows(items: Any) -> list[dict[str, Any]]:
-    if isinstance(items, dict):
-        return [
-            {"name": k, **(v if isinstance(v, dict) else {"value": v})} for k, v in items.items()
-        ]
-    return [i for i in items or [] if isinstance(i, dict)]
-
-
-def _table(title: str, rows: list[dict[str, Any]]) -> Table:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    table = Table(*columns, title=title)
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    return table
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return "" if value is None else str(value)
 
 
 @app.command()
@@ -250,14 +223,12 @@ def fleet(server: Server = DEFAULT_SERVER, api_key: ApiKey = None, as_json: AsJs
     with ApiClient(server, api_key) as client:
         try:
             view = client.fleet()
-        except ApiError as exc:
+        except ClientError as exc:
             raise _fail(exc) from exc
     if as_json:
         _print_json(view)
         return
-    for key, value in view.items():
-        if isinstance(value, list | dict) and value:
-            out.print(_table(key, _rows(value)))
+    print_fleet(out, view)
 
 
 def run_typer(name: str, argv: list[str]) -> int:

@@ -25,22 +25,29 @@ def _queued_text(state: JobState) -> str:
     return ", ".join(parts)
 
 
+def _line_of(state: JobState) -> tuple[str, tuple[object, ...]]:
+    """A plain line for the state, and what must change for another line to be printed."""
+    if state.terminal:  # before the stage: a finished job keeps the stage it reached
+        return state.status, (state.status,)
+    if state.status == "queued":  # a new line when the position moves, not at every ETA
+        return _queued_text(state), (state.status, state.queue_position)
+    if state.stage in STAGES:
+        return f"{state.stage} started", (state.status, state.stage)
+    return state.status, (state.status,)
+
+
 class LineDisplay:
     """One plain line per change of status or stage (no TTY, or --json): for logs and pipes."""
 
     def __init__(self, job_id: str, console: Console) -> None:
-        self.job_id, self.console, self._last = job_id, console, ""
+        self.job_id, self.console = job_id, console
+        self._last: tuple[object, ...] = ()
 
     def update(self, state: JobState) -> None:
-        if state.status == "queued":
-            line = _queued_text(state)
-        elif state.stage in STAGES and state.status not in ("succeeded",):
-            line = f"{state.stage} started"
-        else:
-            line = state.status
-        if line != self._last:
-            self.console.print(f"{self.job_id}: {line}", highlight=False)
-            self._last = line
+        line, key = _line_of(state)
+        if key != self._last:
+            self.console.print(f"{self.job_id}: {line}", highlight=False, markup=False)
+            self._last = key
 
     def close(self) -> None:
         return None
@@ -71,6 +78,13 @@ class BarsDisplay:
             self.progress.update(self.stage_tasks[stage], total=total, completed=total)
 
     def update(self, state: JobState) -> None:
+        if state.terminal:
+            self._finish_queue()
+            if state.status == "succeeded":
+                for stage in list(self.stage_tasks):
+                    self._complete(stage)
+            self.progress.console.print(f"{self.job_id}: {state.status}", highlight=False)
+            return
         if state.status == "queued" and self.queue_task is not None:
             self.progress.update(self.queue_task, description=_queued_text(state))
             return
@@ -87,12 +101,6 @@ class BarsDisplay:
                 total=self.totals.get(state.stage),
                 completed=state.step or 0,
             )
-        if state.terminal:
-            self._finish_queue()
-            if state.status == "succeeded":
-                for stage in list(self.stage_tasks):
-                    self._complete(stage)
-            self.progress.console.print(f"{self.job_id}: {state.status}", highlight=False)
 
     def close(self) -> None:
         self.progress.stop()

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
 from shared.db.models import ApiKey, Job, ModerationAction, ModerationVerdict
-from shared.db.states import JobStatus, transition
+from shared.db.states import STAGE_ORDER, JobStatus, transition
 from shared.errors import Conflict, NotFound
 from shared.moderation.policy import Enforcement
 
@@ -60,16 +60,21 @@ def record_action(
 def cancel_queued_for_key(
     *, session: Session, api_key_id: str | None, keep: str | None = None
 ) -> list[str]:
-    """Cancel the key's jobs still waiting in the queue (all but `keep`)."""
+    """Cancel the key's jobs still waiting (all but `keep`): queued, or between stages with
+    no worker holding them. Jobs running a stage are not chosen (one a worker claims in the
+    same moment stops at its next step, as any cancelled job does)."""
     if api_key_id is None:
         return []
-    query = select(Job.id).where(Job.api_key_id == api_key_id, Job.status == JobStatus.queued)
+    between = Job.status.in_([stage.value for stage in STAGE_ORDER]) & Job.worker_id.is_(None)
+    query = select(Job.id, Job.status).where(
+        Job.api_key_id == api_key_id, (Job.status == JobStatus.queued) | between
+    )
     cancelled = []
-    for job_id in session.execute(query).scalars():
+    for job_id, status in session.execute(query).all():
         if job_id != keep and transition(
             session,
             job_id,
-            [JobStatus.queued],
+            [JobStatus(status)],
             JobStatus.cancelled,
             status_reason=CANCELLED_BY_BLOCK,
         ):

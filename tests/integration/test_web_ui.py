@@ -155,6 +155,25 @@ def test_paint_a_mask_edit_and_see_the_result(page: Any, embedded_stack: Any) ->
     assert alpha[32, 32] == 0 and alpha[0, 0] == 255 and alpha[63, 63] == 255
 
 
+def test_more_like_this_on_a_job_sent_without_a_size(page: Any, embedded_stack: Any) -> None:
+    """A job made over the API with no size (CLI, curl, the openai client) records none:
+    the button's variation must not send size "null"."""
+    made = embedded_stack.client.post("/v1/jobs", json={
+        "prompt": "a yellow square", "steps": {"prior": 1, "decoder": 1, "upsampler": 1}})
+    assert made.status_code == 202, made.text
+    job_id = made.json()["id"]
+    page.goto(f"/ui#/jobs/{job_id}")
+    original = page.locator(f"article.job[data-job='{job_id}']")
+    _wait_status(original, "succeeded")
+    page.get_by_role("button", name="More like this").first.click()
+    page.wait_for_url(lambda url: "/jobs/" in url and job_id not in url)
+    variation = page.locator("article.job").first
+    variation.wait_for()
+    new_id = variation.get_attribute("data-job")
+    job = embedded_stack.client.get(f"/v1/jobs/{new_id}").json()
+    assert job["kind"] == "variation" and job["size"] is None
+
+
 def test_cancel_a_running_job(page: Any) -> None:
     page.goto("/ui#/create")
     _fill_small(page, "a green star")

@@ -126,7 +126,7 @@ def test_release_before_rendering_requeues_and_a_block_cannot_be_released(
         assert [j.id for j in listed] == [rejected.id]
 
 
-def test_cancel_queued_for_key_cancels_only_that_keys_queued_jobs(
+def test_cancel_queued_for_key_cancels_only_that_keys_waiting_jobs(
     db_sessions: sessionmaker[Session], make_job: Callable[..., str]
 ) -> None:
     from shared.db.enforcement import cancel_queued_for_key
@@ -138,10 +138,16 @@ def test_cancel_queued_for_key_cancels_only_that_keys_queued_jobs(
         session.flush()
         key_id = key.id
     mine = make_job(api_key_id=key_id)
-    running = make_job(api_key_id=key_id, status="prior")
+    running = make_job(api_key_id=key_id, status="prior", worker_id="w1")
+    # Its prior done, waiting for a decoder worker: as much "in the queue" as a queued one.
+    between = make_job(api_key_id=key_id, status="decoder")
     other = make_job()
     with db_sessions.begin() as session:
-        assert cancel_queued_for_key(session=session, api_key_id=key_id) == [mine]
+        assert sorted(cancel_queued_for_key(session=session, api_key_id=key_id)) == sorted(
+            [mine, between]
+        )
     with db_sessions() as session:
-        statuses = {j: session.get(Job, j).status for j in (mine, running, other)}  # type: ignore[union-attr]
-    assert statuses == {mine: "cancelled", running: "prior", other: "queued"}
+        statuses = {j: session.get(Job, j).status  # type: ignore[union-attr]
+                    for j in (mine, running, between, other)}  # fmt: skip
+    assert statuses == {mine: "cancelled", running: "prior", between: "cancelled",
+                        other: "queued"}  # fmt: skip

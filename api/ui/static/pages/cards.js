@@ -14,7 +14,9 @@ async function moreLikeThis(job, image) {
   const form = new FormData();
   form.append("kind", "variation");
   form.append("n", "1");
-  form.append("size", job.size);
+  // A job sent without a size records none (null): the variation then takes the default, as
+  // its original did, rather than the string "null".
+  if (job.size) form.append("size", job.size);
   if (image.embedding_id) {
     form.append("embedding_id", image.embedding_id);
   } else {

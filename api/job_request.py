@@ -46,7 +46,12 @@ from shared.job_params import (
 )
 from shared.settings import Limits, Settings
 from shared.storable import check_storable
-from shared.webhooks.targets import WEBHOOK_EVENTS, check_webhook_events, check_webhook_url
+from shared.webhooks.targets import (
+    WEBHOOK_EVENTS,
+    check_webhook_events,
+    check_webhook_url,
+    private_targets_allowed,
+)
 
 
 @dataclass(frozen=True)
@@ -335,8 +340,7 @@ def _webhook(job_in: JobCreate, settings: Settings) -> dict[str, Any]:
             raise InvalidInput("webhook_events needs a webhook_url to send them to",
                                param="webhook_events")  # fmt: skip
         return {}
-    allow = settings.webhooks.allow_private_targets
-    allow = settings.env != "production" if allow is None else allow
+    allow = private_targets_allowed(settings)
     return {
         "webhook_url": check_webhook_url(job_in.webhook_url, allow_private=allow),
         "webhook_events": check_webhook_events(job_in.webhook_events),

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from api.auth import owner_filter
 from api.deps import PrincipalDep, SessionDep, SettingsDep
+from api.schemas.errors import error_responses
 from api.schemas.webhooks import (
     DeliveryStatus,
     WebhookAttemptPublic,
@@ -54,7 +55,10 @@ def list_job_webhooks(
     return _log(session, job_id)
 
 
-@router.post("/jobs/{job_id}/webhooks/redeliver", response_model=WebhookDeliveriesPublic)
+@router.post(
+    "/jobs/{job_id}/webhooks/redeliver", response_model=WebhookDeliveriesPublic,
+    responses=error_responses(409),  # the chosen delivery is being sent right now
+)  # fmt: skip
 def redeliver_job_webhooks(
     job_id: str, session: SessionDep, principal: PrincipalDep
 ) -> WebhookDeliveriesPublic:

@@ -26,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
                             image_url=lambda job_id, i: signed_image_url(settings, job_id, i))
     if args.once:
         dispatcher.run_once()
+        dispatcher.close()
+        engine.dispose()
         return 0
     stop = threading.Event()
 
@@ -36,5 +38,6 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, _stop)
     print("unclip webhooks: dispatching", flush=True)
     dispatcher.run_forever(stop)
+    dispatcher.close()  # the attempts in flight are logged before the process exits
     engine.dispose()
     return 0

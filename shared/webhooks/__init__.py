@@ -1,1 +1,1 @@
-"""Signed, durable webhook deliveries: target checks, signing, retry schedule, the dispatcher."""
+"""Signed, durable webhook deliveries: target checks, signing, schedule, sender, dispatcher."""

@@ -13,12 +13,15 @@ from shared.db.models import Job, JobImage, ModerationReview, ModerationVerdict
 from shared.db.states import TRANSITIONS, JobStatus, transition
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.metrics import count_moderation_decision
+from shared.moderation.reasons import ModerationReason, parse_reason
 from shared.moderation.verdict import Verdict
 
 ReviewAction = Literal["release", "confirm"]
 REVIEW_ACTIONS: tuple[str, ...] = ("release", "confirm")
 MODERATED: tuple[JobStatus, ...] = (JobStatus.held, JobStatus.rejected)
 RELEASED_BY_REVIEW = "released_by_review"
+# A confirmed hold whose reason could not be read (its status_reason otherwise names the
+# hold's stage and category, as a block).
 CONFIRMED_BY_REVIEW = "moderation_confirmed"
 
 
@@ -157,13 +160,12 @@ def review_job(
     review = _add_review(session, job_id, action, reason.strip(), reviewer)
     if action == "confirm":
         if status is JobStatus.held:
-            transition(
-                session,
-                job_id,
-                [JobStatus.held],
-                JobStatus.rejected,
-                status_reason=CONFIRMED_BY_REVIEW,
-            )
+            # The owner still sees why: the hold's stage and category, now as a refusal.
+            held = parse_reason(job.status_reason)
+            reason = (ModerationReason("block", held.stage, held.category).code
+                      if held is not None else CONFIRMED_BY_REVIEW)  # fmt: skip
+            transition(session, job_id, [JobStatus.held], JobStatus.rejected,
+                       status_reason=reason)  # fmt: skip
         session.refresh(job)
         return ReviewOutcome(job=job, review=review, published=0, requeue=False)
     return _release(session, job, review)

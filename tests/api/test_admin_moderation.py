@@ -113,6 +113,10 @@ def test_confirm_rejects_and_a_rejected_job_cannot_be_released(
     confirmed = admin_client.post(f"/v1/admin/moderation/jobs/{job_id}/confirm", headers=AUTH,
                                   json={"reason": "confirmed violent"})
     assert confirmed.json()["job"]["status"] == "rejected"
+    # The owner still sees which stage and category refused it, now as a block.
+    moderation = admin_client.get(f"/v1/jobs/{job_id}").json()["moderation"]
+    assert moderation is not None and moderation["decision"] == "block"
+    assert (moderation["stage"], moderation["category"]) == ("output_image", "violence")
     again = admin_client.post(f"/v1/admin/moderation/jobs/{job_id}/release", headers=AUTH,
                               json={"reason": "changed my mind"})
     assert again.status_code == 409

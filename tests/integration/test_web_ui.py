@@ -235,3 +235,21 @@ def test_admin_releases_a_held_job(page: Any, embedded_stack: Any) -> None:
     card.wait_for(state="detached")
     with embedded_stack.sessions() as session:
         assert session.get_one(Job, job_id).status == "succeeded"
+
+
+def test_a_held_job_shows_why_and_can_be_cancelled(page: Any, embedded_stack: Any) -> None:
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text)
+            if message.type == "error" else None)  # fmt: skip
+    job_id = _held_job(embedded_stack)
+    page.goto(f"/ui#/jobs/{job_id}")
+    card = page.locator(f"article.job[data-job='{job_id}']")
+    reason = card.locator(".job-moderation")
+    reason.wait_for()
+    assert "Held for review: violence" in reason.inner_text()
+    assert "output image" in reason.inner_text()
+    card.get_by_role("button", name="Cancel").first.click()
+    _wait_status(card, "cancelled")
+    with embedded_stack.sessions() as session:
+        assert session.get_one(Job, job_id).status == "cancelled"
+    assert errors == []  # no failed resource loads (the favicon included), no script errors

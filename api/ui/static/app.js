@@ -25,23 +25,30 @@ document.getElementById("key-button").addEventListener("click", askForKey);
 document.addEventListener("unclip:need-key", askForKey);
 
 const ROUTES = [
-  [/^#\/create$/, () => renderCreate(page)],
-  [/^#\/gallery$/, () => renderGallery(page)],
-  [/^#\/jobs\/([\w-]+)$/, (m) => renderJob(page, m[1])],
-  [/^#\/admin$/, () => renderAdmin(page)],
+  [/^#\/create$/, (view) => renderCreate(view)],
+  [/^#\/gallery$/, (view) => renderGallery(view)],
+  [/^#\/jobs\/([\w-]+)$/, (view, m) => renderJob(view, m[1])],
+  [/^#\/admin$/, (view) => renderAdmin(view)],
 ];
+
+// Each visit renders into a view of its own: a page still loading when the user moves on
+// fills its own detached view, and its errors are not shown on the page that replaced it.
+let visit = 0;
 
 async function route() {
   const hash = location.hash || "#/create";
-  page.replaceChildren();
+  const mine = ++visit;
+  const view = document.createElement("div");
+  view.className = "view";
+  page.replaceChildren(view);
   clearError();
   for (const [pattern, render] of ROUTES) {
     const match = hash.match(pattern);
     if (match) {
       try {
-        await render(match);
+        await render(view, match);
       } catch (err) {
-        showError(err);
+        if (mine === visit) showError(err);
       }
       return;
     }

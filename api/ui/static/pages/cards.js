@@ -41,6 +41,14 @@ export function imageList(job) {
   return list;
 }
 
+// Why moderation stopped the job: its category and stage (the API shows no more to a client).
+function moderationText(job) {
+  const { decision, category, stage } = job.moderation;
+  const what = decision === "hold" ? "Held for review" : "Refused by the content policy";
+  const appeal = job.appeal ? ` (appeal ${job.appeal.status})` : "";
+  return `${what}: ${category}, at the ${stage.replace("_", " ")} check${appeal}`;
+}
+
 export function jobCard(job, { live = false } = {}) {
   const card = el("article", { class: "job", "data-job": job.id, "data-status": job.status });
   const head = el("header", {},
@@ -54,8 +62,10 @@ export function jobCard(job, { live = false } = {}) {
     head.querySelector(".badge").replaceWith(badge(current.status));
     body.replaceChildren();
     if (current.error?.message) body.append(el("p", { class: "job-error" }, current.error.message));
+    if (current.moderation) body.append(el("p", { class: "job-moderation" }, moderationText(current)));
     body.append(imageList(current));
-    if (!isTerminal(current.status)) {
+    // A held job waits for a reviewer: its owner may still cancel it, as the API allows.
+    if (!isTerminal(current.status) || current.status === "held") {
       body.append(el("button", {
         type: "button", class: "cancel",
         onclick: guarded(async () => render(await cancelJob(current.id))),

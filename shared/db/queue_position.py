@@ -2,12 +2,14 @@
 
 Cheap by design: one indexed COUNT of the jobs ahead in the same queue, the mean duration of
 each stage's recent attempts (SAMPLE of them, by the finished_at index) and the live workers
-of the registry, which holds one row per worker process.
+of the registry, which holds one row per worker process. Where the workers of the job's stage
+also serve the later stages (one worker on all queues, as `unclip up` runs), one grouped
+COUNT more: the jobs past that stage, whose remaining stages those workers run as well.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, or_, select
@@ -19,6 +21,7 @@ from shared.db.states import STAGE_ORDER, JobStatus, Stage
 from shared.db.workers import WorkerState, list_workers
 
 SAMPLE = 20
+STAGE_VALUES = frozenset(stage.value for stage in STAGE_ORDER)
 # Before any attempt of a stage has finished, assume this many seconds per run.
 UNMEASURED_STAGE_S = 10.0
 
@@ -64,15 +67,15 @@ def stage_seconds(session: Session) -> dict[Stage, float]:
     return means
 
 
-def live_workers(session: Session, *, stale_after_s: float, now: datetime) -> dict[Stage, int]:
-    """Live (idle or busy) registered workers per stage queue they serve."""
-    counts = {stage: 0 for stage in STAGE_ORDER}
-    for view in list_workers(session=session, stale_after_s=stale_after_s, now=now):
-        if view.state in (WorkerState.idle, WorkerState.busy):
-            for queue in view.row.queues or []:
-                if queue in counts:
-                    counts[Stage(queue)] += 1
-    return counts
+def live_queue_sets(
+    session: Session, *, stale_after_s: float, now: datetime
+) -> list[frozenset[Stage]]:
+    """The stage queues each live (idle or busy) registered worker serves."""
+    return [
+        frozenset(Stage(q) for q in view.row.queues or [] if q in STAGE_VALUES)
+        for view in list_workers(session=session, stale_after_s=stale_after_s, now=now)
+        if view.state in (WorkerState.idle, WorkerState.busy)
+    ]
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,40 @@ class FleetPace:
 
     stage_s: dict[Stage, float]
     workers: dict[Stage, int]
+    # Per stage: every live worker of it also serves each later stage (the embedded default's
+    # one worker on all queues), so the jobs ahead's later stages take the same workers' time.
+    shared_later: dict[Stage, bool] = field(default_factory=dict)
 
 
 def fleet_pace(session: Session, *, stale_after_s: float, now: datetime | None = None) -> FleetPace:
-    return FleetPace(stage_seconds(session),
-                     live_workers(session, stale_after_s=stale_after_s, now=now or utcnow()))
+    sets = live_queue_sets(session, stale_after_s=stale_after_s, now=now or utcnow())
+    workers = {stage: sum(stage in queues for queues in sets) for stage in STAGE_ORDER}
+    shared = {
+        stage: workers[stage] > 0
+        and all(set(later_stages(stage)) <= queues for queues in sets if stage in queues)
+        for stage in STAGE_ORDER
+    }
+    return FleetPace(stage_seconds(session), workers, shared)
+
+
+def later_stages(stage: Stage) -> tuple[Stage, ...]:
+    return STAGE_ORDER[STAGE_ORDER.index(stage) + 1 :]
+
+
+def _later_work(session: Session, stage: Stage, means: dict[Stage, float]) -> float:
+    """Seconds of work the jobs already past `stage` still need (waiting ones their remaining
+    stages; running ones half their current stage, on average, and the rest)."""
+    rows = session.execute(
+        select(Job.status, Job.worker_id.is_not(None), func.count()).select_from(Job)
+        .where(Job.status.in_([s.value for s in later_stages(stage)]))
+        .group_by(Job.status, Job.worker_id.is_not(None))
+    ).all()  # fmt: skip
+    work = 0.0
+    for status, running, count in rows:
+        at = Stage(status)
+        rest = sum(means[s] for s in later_stages(at))
+        work += count * ((0.5 if running else 1.0) * means[at] + rest)
+    return work
 
 
 def standing(
@@ -110,8 +142,13 @@ def standing(
     means, workers = pace.stage_s, pace.workers
     serving = max(1, workers[stage])
     # The jobs ahead, and half of each running one on average, shared by the stage's workers;
-    # then this job's own run of this stage and of every later one.
+    # then this job's own run of this stage and of every later one. Where those workers also
+    # run the later stages, the jobs ahead's later stages (and those of the jobs already
+    # past this stage) come out of the same workers' time first.
     wait = (ahead + 0.5 * running) * means[stage] / serving
+    if pace.shared_later.get(stage, False):
+        rest = sum(means[s] for s in later_stages(stage))
+        wait += ((ahead + running) * rest + _later_work(session, stage, means)) / serving
     own = sum(means[s] for s in STAGE_ORDER[STAGE_ORDER.index(stage):])
     missing = [s.value for s in STAGE_ORDER[STAGE_ORDER.index(stage):] if workers[s] == 0]
     reason = (f"no live worker serves the {', '.join(missing)} queue"

@@ -63,7 +63,46 @@ def test_eta_uses_measured_stage_times(
         b = standing(session, session.get_one(Job, second), stale_after_s=60)
     assert a is not None and b is not None
     assert a.eta_s == 12.0  # its own three stages
-    assert b.eta_s == 14.0  # plus the prior of the one job ahead
+    # One worker runs every stage: the job ahead's three stages come first.
+    assert b.eta_s == 24.0
+
+
+def _measured(session: Session, job_id: str) -> None:
+    now = utcnow()
+    for stage, seconds in (("prior", 2.0), ("decoder", 6.0), ("upsampler", 4.0)):
+        session.add(StageAttempt(job_id=job_id, stage=stage, attempt=1, status="succeeded",
+                                 started_at=now - timedelta(seconds=seconds),
+                                 finished_at=now))  # fmt: skip
+
+
+def test_a_worker_per_stage_only_counts_the_stage_queue_ahead(
+    db_sessions: sessionmaker[Session], make_job: Callable[..., str]
+) -> None:
+    [first, second] = _queued(make_job, 2)
+    done = make_job(status="succeeded")
+    with db_sessions.begin() as session:
+        for stage in ("prior", "decoder", "upsampler"):
+            _worker(session, [stage], silent_s={"prior": 0, "decoder": 1, "upsampler": 2}[stage])
+        _measured(session, done)
+    with db_sessions() as session:
+        b = standing(session, session.get_one(Job, second), stale_after_s=60)
+    assert b is not None and b.eta_s == 14.0  # the prior of the job ahead, then its own
+
+
+def test_a_shared_worker_counts_the_jobs_past_the_stage_too(
+    db_sessions: sessionmaker[Session], make_job: Callable[..., str]
+) -> None:
+    [waiting] = _queued(make_job, 1)
+    make_job(status="decoder")  # its prior done, waiting for the decoder: 6 + 4 s
+    make_job(status="upsampler", worker_id="w:9")  # running: half its 4 s
+    done = make_job(status="succeeded")
+    with db_sessions.begin() as session:
+        _worker(session, ["prior", "decoder", "upsampler"])
+        _measured(session, done)
+    with db_sessions() as session:
+        place = standing(session, session.get_one(Job, waiting), stale_after_s=60)
+    assert place is not None and place.queue_position == 0
+    assert place.eta_s == 12.0 + 10.0 + 2.0
 
 
 def test_a_queue_without_a_live_worker_is_not_servable(

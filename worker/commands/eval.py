@@ -62,6 +62,13 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"--steps-prompts must be >= 1, got {args.steps_prompts}"
     if args.threads is not None and args.threads < 1:
         return f"--threads must be >= 1, got {args.threads}"
+    if args.out.is_dir():  # found now, not after the whole evaluation
+        return f"--out {args.out} is a folder; give the report's file name"
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "--device cuda: this machine has no CUDA device torch can use"
     return None
 
 
@@ -87,8 +94,16 @@ def run(args: argparse.Namespace) -> int:
         steps_prompts=args.steps_prompts,
         samples_dir=args.samples,
     )
+    from safetensors import SafetensorError
+
+    from worker.unclip.family import FamilyError
+
     try:
         report = run_shapeeval(args.family, options, log=lambda m: print(m, file=sys.stderr))
+    except (FamilyError, SafetensorError) as exc:  # an incomplete or corrupt family
+        print(f"unclip eval: the family in {args.family} cannot be loaded: {exc}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     finally:
         torch.set_num_threads(threads)  # leave the process as it was (tests share it)
     write_report(report, args.out)

@@ -76,10 +76,18 @@ def _output_paths(output: Path, n: int) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from safetensors import SafetensorError
+
+    from worker.unclip.family import FamilyError
+
     try:
         return _render(args)
-    except (ValueError, FileNotFoundError, OSError) as exc:
+    except (ValueError, FileNotFoundError, OSError, FamilyError) as exc:
         print(f"unclip render: error: {exc}", file=sys.stderr)
+        return 2
+    except SafetensorError as exc:  # a truncated or corrupt weights file of the family
+        print(f"unclip render: error: a weights file of the family cannot be read ({exc}); "
+              "re-export or re-copy the family", file=sys.stderr)  # fmt: skip
         return 2
 
 
@@ -135,6 +143,9 @@ def _load_family(args: argparse.Namespace) -> Family:
     device = args.device or settings.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: this machine has no CUDA device torch can use; "
+                         "use --device cpu")  # fmt: skip
     dtype = getattr(torch, DTYPES[args.dtype])
     path = args.family
     if path is None:
@@ -146,6 +157,11 @@ def _load_family(args: argparse.Namespace) -> Family:
                 "family (images are noise-like)",
                 file=sys.stderr,
             )
-            return make_reference_family(0, device=device, dtype=dtype)
+            reference = make_reference_family(0, device=device, dtype=dtype)
+            reference.reproducible = settings.reproducible
+            return reference
     print(f"model family: {path}", file=sys.stderr)
-    return load_family(path, device=device, dtype=dtype)
+    family = load_family(path, device=device, dtype=dtype)
+    # UNCLIP_REPRODUCIBLE is the default mode here as in the worker (--reproducible overrides).
+    family.reproducible = settings.reproducible
+    return family

@@ -83,6 +83,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _export_problem(args: argparse.Namespace) -> str | None:
+    """What would stop --export after training, found before the training runs."""
+    if args.export is None:
+        return None
+    if args.export.exists() and not args.export.is_dir():
+        return f"--export {args.export} exists and is not a folder"
+    if args.stage == "upsampler256":
+        if not (args.export / "family.json").is_file():
+            return (f"--export {args.export} is not a model family folder (no family.json): "
+                    "upsampler256 is added to an exported family")
+        return None
+    if args.stage == "all":
+        return None
+    from worker.training.train_family import STAGES, stage_dir
+
+    missing = [s for s in STAGES
+               if s != args.stage and not (stage_dir(args.out, s) / "checkpoint.pt").is_file()]
+    if missing:
+        return (f"--export needs every stage trained in {args.out}; no checkpoint for "
+                f"{', '.join(missing)} (train them first, or export later with a stage that "
+                "completes the set)")
+    return None
+
+
 def _check(args: argparse.Namespace) -> str | None:
     """The first problem with the arguments, as a message naming the bad value, or None."""
     if args.minutes is None and args.steps is None:
@@ -105,6 +129,9 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"--init {args.init} is not a model family folder (no family.json)"
     if args.out.exists() and not args.out.is_dir():
         return f"--out {args.out} exists and is not a folder"
+    export_problem = _export_problem(args)
+    if export_problem is not None:
+        return export_problem
     if args.cascade_steps is not None and (args.stage != "upsampler256" or args.export is None
                                            or args.cascade_steps < 1):
         return (f"--cascade-steps N (>= 1) goes with upsampler256 and --export, got "

@@ -33,7 +33,7 @@ def _stage_rows(family: Family, summaries: dict[str, Any]) -> list[str]:
         start = f"`{s['init_from']}`" if s.get("init_from") else "scratch"
         rows.append(f"| {stage} | {_params(net)} | {start} | {s.get('steps', '?')} | "
                     f"{s.get('batch_size', '?')} | {s.get('wall_minutes', '?')} | "
-                    f"{s.get('final_loss_smooth', float('nan')):.4f} | {metrics} |")
+                    f"{_loss(s.get('final_loss_smooth'))} | {metrics} |")
     return rows
 
 
@@ -96,3 +96,8 @@ def write_model_card(family: Family, summaries: dict[str, Any], dest: Path, *,
     path = Path(dest) / "MODEL_CARD.md"
     path.write_text(render_model_card(family, summaries, notes=notes))
     return path
+
+
+def _loss(value: float | None) -> str:
+    """A stage's last smoothed loss; "-" for a stage that took no step (no loss recorded)."""
+    return "-" if value is None else f"{value:.4f}"

@@ -107,7 +107,9 @@ def write_summary(report: StageReport, opts: LoopOptions, batch_size: int) -> No
     loop = report.loop
     summary = {
         "stage": report.stage, "steps": loop.step, "wall_minutes": round(loop.elapsed_s / 60, 2),
-        "final_loss_smooth": loop.loss, "interrupted": loop.interrupted,
+        # No step this run (--steps 0): no loss; JSON has no NaN (strict parsers refuse it).
+        "final_loss_smooth": None if math.isnan(loop.loss) else loop.loss,
+        "interrupted": loop.interrupted,
         "batch_size": batch_size, "lr": opts.lr, "ema_decay": opts.ema_decay,
         "precision": opts.precision, "device": opts.device, "seed": opts.seed,
         "init_from": None if opts.init_from is None else str(opts.init_from),
@@ -119,7 +121,7 @@ def write_summary(report: StageReport, opts: LoopOptions, batch_size: int) -> No
     previous_init = json.loads(path.read_text()).get("init_from") if path.is_file() else None
     if summary["init_from"] is None and previous_init:  # a resumed warm-started run
         summary["init_from"] = previous_init
-    if math.isnan(loop.loss) and path.is_file():  # no step this run: keep the last loss
+    if summary["final_loss_smooth"] is None and path.is_file():  # no step: keep the last loss
         previous = json.loads(path.read_text())
         if previous.get("steps") == loop.step:
             summary["final_loss_smooth"] = previous.get("final_loss_smooth")

@@ -93,3 +93,42 @@ def test_bad_options_give_clear_errors(
     missing = ["--image", str(tmp_path / "nope.png"), "--family", str(tiny_family_dir)]
     assert main(["render", "a", *missing, *out]) == 2
     assert "nope.png" in capsys.readouterr().err
+
+
+def test_unclip_reproducible_is_the_default_mode(
+    tiny_family_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """UNCLIP_REPRODUCIBLE=true without the flag gives the flag's bytes."""
+    from shared.settings import get_settings
+
+    args = ["render", "a red cube", "--family", str(tiny_family_dir), "-n", "2", "--seed", "5",
+            *FAST]  # fmt: skip
+    assert main([*args, "--reproducible", "-o", str(tmp_path / "flag.png")]) == 0
+    monkeypatch.setenv("UNCLIP_REPRODUCIBLE", "true")
+    get_settings.cache_clear()
+    try:
+        assert main([*args, "-o", str(tmp_path / "env.png")]) == 0
+    finally:
+        get_settings.cache_clear()
+    for i in (0, 1):
+        assert (tmp_path / f"env-{i}.png").read_bytes() == (
+            tmp_path / f"flag-{i}.png"
+        ).read_bytes()
+
+
+def test_a_truncated_weights_file_or_a_missing_gpu_is_one_line(
+    tiny_family_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_family_dir, broken)
+    weights = sorted(broken.glob("*.safetensors"))[0]
+    weights.write_bytes(weights.read_bytes()[:100])
+    out = ["-o", str(tmp_path / "x.png"), "--steps", "2,2,2"]
+    assert main(["render", "a", "--family", str(broken), "--device", "cpu", *out]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["render", "a", "--family", str(tiny_family_dir), "--device", "cuda",
+                     *out]) == 2  # fmt: skip
+        assert "no CUDA device" in capsys.readouterr().err

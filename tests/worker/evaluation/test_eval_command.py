@@ -74,3 +74,23 @@ def test_eval_refuses_a_bad_limit(
     argv = ["eval", "--family", str(family_dir), "--out", str(tmp_path / "r.json"), "--limit", "0"]
     assert main(argv) == 2
     assert "--limit must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_an_out_folder_and_an_incomplete_family_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from shared.cli import main as cli
+
+    family = Path(__file__).resolve().parents[3] / "models" / "shapes"
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    assert cli(["eval", "--family", str(family), "--out", str(folder), "--limit", "1"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    shutil.copytree(family, broken)
+    (broken / "decoder.safetensors").unlink()
+    out = tmp_path / "r.json"
+    assert cli(["eval", "--family", str(broken), "--out", str(out), "--limit", "1"]) == 2
+    assert "cannot be loaded" in capsys.readouterr().err and not out.exists()

@@ -37,3 +37,18 @@ def test_adopted_stages_export_as_the_same_weights_with_the_shapes_defaults(
     meta = json.loads((dest / "family.json").read_text())
     assert meta["defaults"] == shapes_family_defaults().to_dict()
     assert "| clip |" in (dest / "MODEL_CARD.md").read_text()
+
+
+def test_a_stage_without_a_step_records_no_loss_and_valid_json(tmp_path: Path) -> None:
+    """--steps 0 --init: no loss, written as null (JSON has no NaN), shown as "-" in the card."""
+    from types import SimpleNamespace
+
+    from worker.training.model_card import _loss
+    from worker.training.train_family import StageReport, write_summary
+
+    loop = SimpleNamespace(step=0, elapsed_s=0.5, loss=float("nan"), interrupted=False)
+    opts = LoopOptions(out_dir=tmp_path, steps=1, precision="fp32", progress=False)
+    write_summary(StageReport("clip", loop, {}), opts, 8)  # type: ignore[arg-type]
+    text = (tmp_path / "summary.json").read_text()
+    assert "NaN" not in text and json.loads(text)["final_loss_smooth"] is None
+    assert _loss(None) == "-" and _loss(0.12345) == "0.1235"

@@ -54,3 +54,16 @@ def test_prior_without_clip_says_what_to_train(tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "prior", "--out", str(tmp_path), "--steps", "1"]) == 2
     assert f"first run `unclip train clip --out {tmp_path}" in capsys.readouterr().err
+
+
+def test_an_export_that_cannot_happen_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "clip", "--out", str(run), "--steps", "5", "--export",
+                 str(tmp_path / "family")]) == 2  # fmt: skip
+    assert "no checkpoint for prior, decoder, upsampler" in capsys.readouterr().err
+    assert not (run / "clip" / "checkpoint.pt").exists()  # nothing was trained
+    assert main(["train", "upsampler256", "--out", str(run), "--steps", "5", "--export",
+                 str(tmp_path / "nowhere")]) == 2  # fmt: skip
+    assert "not a model family folder" in capsys.readouterr().err

@@ -73,6 +73,9 @@ def karlo_tiny_family(seed: int = 0) -> Family:
     )
 
 
+CONFIGS = ("shapes", "karlo-tiny")
+
+
 def build(config: str, variant: str) -> Family:
     """The config's family for `variant` (a fresh copy: variants never share modules)."""
     family = load_family(ROOT / "models/shapes") if config == "shapes" else karlo_tiny_family()
@@ -135,8 +138,16 @@ def main() -> int:
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
+    unknown = [c for c in args.configs.split(",") if c not in CONFIGS]
+    if unknown:
+        parser.error(f"--configs: unknown config {unknown[0]!r}; allowed: {', '.join(CONFIGS)}")
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        parser.error(f"--batches {args.batches!r}: give whole numbers, e.g. 1,8")
+    if min(batches) < 1 or args.repeats < 1 or args.threads < 1:
+        parser.error("--batches, --repeats and --threads must be >= 1")
     torch.set_num_threads(args.threads)
-    batches = [int(b) for b in args.batches.split(",")]
     results: dict[str, Any] = {"threads": args.threads, "repeats": args.repeats,
                                "batches": batches, "configs": {}}  # fmt: skip
     for config in args.configs.split(","):

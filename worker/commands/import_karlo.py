@@ -79,5 +79,9 @@ def run(args: argparse.Namespace) -> int:
     except (KarloImportError, ConfigError, json.JSONDecodeError) as exc:
         print(f"unclip import-karlo: {exc}", file=sys.stderr)
         return 1
+    except (OSError, RuntimeError, EOFError) as exc:  # torch.load of a truncated download
+        print(f"unclip import-karlo: a checkpoint in {args.src_dir} cannot be read ({exc}); "
+              "is a file truncated (an interrupted download)?", file=sys.stderr)  # fmt: skip
+        return 1
     print(f"wrote model family {dest}")
     return 0

@@ -255,3 +255,21 @@ def test_checkpoint_with_python_objects_needs_allow_pickle(tmp_path: Path) -> No
     with pytest.raises(KarloImportError, match="allow-pickle"):
         read_checkpoint(path, "prior")
     assert read_checkpoint(path, "prior", allow_pickle=True).keys() == {"w"}
+
+
+def test_cli_names_a_truncated_checkpoint(
+    release: tuple[Path, dict[str, nn.Module]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    src, _ = release
+    cut = tmp_path / "cut"
+    shutil.copytree(src, cut)
+    [prior] = [p for p in cut.iterdir() if p.name.startswith("prior")]
+    prior.write_bytes(prior.read_bytes()[:5000])  # an interrupted download
+    clip_json = tmp_path / "clip.json"
+    clip_json.write_text(json.dumps(CLIP.to_dict()))
+    argv = ["import-karlo", str(cut), str(tmp_path / "fam"), "--clip-config", str(clip_json)]
+    assert unclip_main(argv) == 1
+    assert "cannot be read" in capsys.readouterr().err
+    assert not (tmp_path / "fam").exists()

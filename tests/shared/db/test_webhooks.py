@@ -230,8 +230,8 @@ def test_a_final_outcome_is_not_retried(
 def test_the_log_lists_attempts_in_the_order_they_were_made(
     outbox: tuple[sessionmaker[Session], Callable[..., str]],
 ) -> None:
-    db_sessions, make_job = outbox
     """Rows from before numbers kept growing repeat a number; the log still reads in time."""
+    db_sessions, make_job = outbox
     job_id = _job_with_delivery(make_job, db_sessions)
     with db_sessions.begin() as session:
         [(delivery, _)] = deliveries_for_job(session, job_id)

@@ -12,9 +12,9 @@ row keeps it, so a replay of the same job is the same image.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, get_args
+from typing import Annotated, Any, Literal, Protocol, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 Kind = Literal["generate", "variation", "edit", "mix"]
 Sampler = Literal["ddpm", "ddim", "dpmpp_2m"]
@@ -55,6 +55,15 @@ FAMILY_FILLED_COLUMNS: tuple[str, ...] = (
     "size", "sampler", *STEP_COLUMNS.values(), "prior_guidance", "decoder_guidance",
 )  # fmt: skip
 
+def _not_a_boolean(value: object) -> object:
+    """true is no count: pydantic would read it as 1 (and "2" from a form stays a number)."""
+    if isinstance(value, bool):
+        raise ValueError("give a number, not true or false")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_not_a_boolean)]
+Number = Annotated[float, BeforeValidator(_not_a_boolean)]
 _STEP = Field(default=None, ge=1, le=MAX_STEPS)
 _GUIDANCE = Field(default=None, ge=0.0, le=MAX_GUIDANCE, allow_inf_nan=False)
 
@@ -64,9 +73,9 @@ class StepsParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prior: int | None = _STEP
-    decoder: int | None = _STEP
-    upsampler: int | None = _STEP
+    prior: Count | None = _STEP
+    decoder: Count | None = _STEP
+    upsampler: Count | None = _STEP
 
 
 class JobParams(BaseModel):
@@ -76,13 +85,13 @@ class JobParams(BaseModel):
 
     kind: Kind = "generate"
     prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
-    n: int = Field(default=1, ge=1, le=MAX_N)
+    n: Count = Field(default=1, ge=1, le=MAX_N)
     size: Size | None = None
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    seed: Count | None = Field(default=None, ge=0, le=MAX_SEED)
     sampler: Sampler | None = None
     steps: StepsParams | None = None
-    prior_guidance: float | None = _GUIDANCE
-    decoder_guidance: float | None = _GUIDANCE
+    prior_guidance: Number | None = _GUIDANCE
+    decoder_guidance: Number | None = _GUIDANCE
 
     def step(self, stage: StageName) -> int | None:
         """The requested steps of `stage` (None: the family's default)."""

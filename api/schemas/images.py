@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.job_params import MAX_N, MAX_PROMPT_CHARS, Size
+from shared.job_params import MAX_N, MAX_PROMPT_CHARS, Count, Size
 
 ResponseFormat = Literal["url", "b64_json"]
 # DALL-E 2 knows only "standard"; accepted so clients that send it keep working.
@@ -29,7 +29,7 @@ class ImageGenerate(BaseModel):
         max_length=MAX_MODEL_CHARS,
         description="dall-e-2 or a served family's name (GET /v1/models); absent: the default.",
     )
-    n: int | None = Field(
+    n: Count | None = Field(
         default=None, ge=1, le=MAX_N, description="How many images (1 to limits.max_n)."
     )
     size: Size | None = Field(

@@ -305,3 +305,18 @@ def test_an_oversized_upload_names_the_limit_not_a_cut_read(client: TestClient) 
     response = client.post("/v1/images/variations", files={"image": ("a.png", big, "image/png")})
     error = error_of(response, 413)
     assert "larger than 4194304 bytes" in error["message"] and "4194305" not in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [("/v1/images/generations", {"prompt": "x", "n": True}, "n"),
+     ("/v1/jobs", {"prompt": "x", "n": True}, "n"),
+     ("/v1/jobs", {"prompt": "x", "seed": False}, "seed"),
+     ("/v1/jobs", {"prompt": "x", "steps": {"prior": True}}, "steps.prior"),
+     ("/v1/jobs", {"prompt": "x", "decoder_guidance": True}, "decoder_guidance")],
+)  # fmt: skip
+def test_a_boolean_is_no_number(
+    client: TestClient, path: str, body: dict[str, Any], param: str
+) -> None:
+    error = error_of(client.post(path, json=body), 400)
+    assert error["param"] == param and "not true or false" in error["message"]

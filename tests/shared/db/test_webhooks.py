@@ -73,6 +73,15 @@ def _claim(sessions: sessionmaker[Session], now: datetime | None = None) -> list
     return claimed
 
 
+def _claimed_twice(
+    sessions: sessionmaker[Session],
+) -> tuple[WebhookDelivery, WebhookDelivery]:
+    """The one delivery claimed, then claimed again once that first lease has lapsed."""
+    [stale] = _claim(sessions)
+    [fresh] = _claim(sessions, now=utcnow() + timedelta(seconds=LEASE_S + 1))
+    return stale, fresh
+
+
 def _record(sessions: sessionmaker[Session], delivery: WebhookDelivery, code: int | None,
             final: bool = False) -> bool:  # fmt: skip
     outcome = AttemptOutcome(code, None if code else "ConnectError: refused", utcnow(), 5,
@@ -205,8 +214,7 @@ def test_a_lapsed_claim_logs_its_attempt_but_leaves_the_delivery_to_the_new_hold
 ) -> None:
     db_sessions, make_job = outbox
     job_id = _job_with_delivery(make_job, db_sessions)
-    [stale] = _claim(db_sessions)
-    [fresh] = _claim(db_sessions, now=utcnow() + timedelta(seconds=LEASE_S + 1))
+    stale, fresh = _claimed_twice(db_sessions)
     assert _record(db_sessions, stale, 200) is False
     assert _log(db_sessions, job_id)[0].status == "sending"
     assert _record(db_sessions, fresh, 500) is True
@@ -250,8 +258,7 @@ def test_two_attempts_logged_at_once_get_different_numbers(
 ) -> None:
     db_sessions, make_job = outbox
     job_id = _job_with_delivery(make_job, db_sessions)
-    [stale] = _claim(db_sessions)
-    [fresh] = _claim(db_sessions, now=utcnow() + timedelta(seconds=LEASE_S + 1))
+    stale, fresh = _claimed_twice(db_sessions)
     with db_sessions() as first:
         record_attempt(first, stale, AttemptOutcome(200, None, utcnow(), 5))  # not committed
         second = threading.Thread(target=_record, args=(db_sessions, fresh, 500))
